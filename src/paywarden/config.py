@@ -8,6 +8,7 @@ Secrets are not settings: they are generated on first run into
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -66,7 +67,8 @@ class Settings(BaseSettings):
     webhook_backoff_base_seconds: float = 2.0
     webhook_poll_seconds: float = 0.5
     webhook_allow_private_urls: bool = Field(
-        default=True, description="Dev default; set false in production to refuse loopback/private targets"
+        default=True,
+        description="Dev default; set false in production to refuse loopback/private targets",
     )
 
     log_level: str = "INFO"
@@ -94,7 +96,9 @@ class Settings(BaseSettings):
         if self.acquirers:
             return sorted(self.acquirers, key=lambda a: a.priority)
         return [
-            AcquirerConfig(name="sandbox_a", url=f"http://127.0.0.1:{self.acquirer_base_port}", priority=0),
+            AcquirerConfig(
+                name="sandbox_a", url=f"http://127.0.0.1:{self.acquirer_base_port}", priority=0
+            ),
             AcquirerConfig(
                 name="sandbox_b", url=f"http://127.0.0.1:{self.acquirer_base_port + 1}", priority=1
             ),
@@ -146,10 +150,9 @@ def load_or_create_secrets(home: Path) -> ServiceSecrets:
             "webhook_secret_key": Fernet.generate_key().decode(),
             "acquirer_token": secrets.token_urlsafe(32),
         }
-        try:
+        # Another worker may win the race to create it; then we read theirs.
+        with contextlib.suppress(FileExistsError):
             _write_private(path, json.dumps(payload))
-        except FileExistsError:
-            pass  # another worker won the race; read theirs
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise PermissionError(f"{path} must not be readable by group/others (mode {oct(mode)})")

@@ -83,6 +83,7 @@ class Database:
         if self.write_engine is not self.read_engine:
             self.write_engine.dispose()
 
+
 # Autoincrementing surrogate key: rowid on SQLite, BIGSERIAL-like elsewhere.
 PK = BigInteger().with_variant(Integer(), "sqlite")
 

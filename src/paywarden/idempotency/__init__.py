@@ -1,1 +1,1 @@
-"""idempotency."""
+"""Stripe's idempotency contract for POST requests."""

@@ -1,1 +1,1 @@
-"""tenancy."""
+"""Merchants (accounts), API keys, scopes and authentication."""

@@ -1,0 +1,385 @@
+"""``paywarden`` command line: run the stack, manage merchants and keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from paywarden.config import Settings, ensure_home, load_or_create_secrets, write_private_json
+from paywarden.db import Database
+from paywarden.migrations import upgrade
+from paywarden.tenancy import service as tenancy
+from paywarden.tenancy.scopes import parse_scope_args
+
+
+def _settings() -> Settings:
+    s = Settings()
+    ensure_home(s.home)
+    return s
+
+
+def _db(settings: Settings) -> Database:
+    upgrade(settings.resolved_database_url)
+    return Database(settings.resolved_database_url)
+
+
+@click.group()
+def main() -> None:
+    """Paywarden: a security-first, Stripe-compatible payment gateway."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all migrations to the configured database."""
+    s = _settings()
+    upgrade(s.resolved_database_url)
+    click.echo("database is at the latest schema")
+
+
+@main.group()
+def merchants() -> None:
+    """Merchants (accounts)."""
+
+
+@merchants.command("create")
+@click.option("--name", required=True)
+@click.option("--email", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output")
+def merchants_create(name: str, email: str | None, as_json: bool) -> None:
+    """Create a merchant with test-mode secret and publishable keys."""
+    s = _settings()
+    secrets = load_or_create_secrets(s.home)
+    database = _db(s)
+    now = int(time.time())
+    with database.write() as sess:
+        acct = tenancy.create_account(sess, name=name, email=email, now=now)
+        sk = tenancy.create_key(
+            sess,
+            account_id=acct.id,
+            kind="secret",
+            livemode=False,
+            pepper=secrets.api_key_pepper,
+            now=now,
+            name="default",
+        )
+        pk = tenancy.create_key(
+            sess,
+            account_id=acct.id,
+            kind="publishable",
+            livemode=False,
+            pepper=secrets.api_key_pepper,
+            now=now,
+            name="default",
+        )
+        out = {
+            "account": acct.id,
+            "secret_key": sk.secret.reveal(),
+            "publishable_key": pk.secret.reveal(),
+        }
+    _print_keys(out, as_json)
+
+
+def _print_keys(out: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    for k, v in out.items():
+        click.echo(f"{k:>16}: {v}")
+    click.echo("Keys are shown once; only their keyed hashes are stored.", err=True)
+
+
+@main.group()
+def keys() -> None:
+    """API keys: create, list, roll, revoke."""
+
+
+@keys.command("create")
+@click.option("--account", required=True)
+@click.option("--kind", type=click.Choice(["secret", "publishable", "restricted"]), required=True)
+@click.option("--live", is_flag=True, help="Live mode (default: test)")
+@click.option("--name", default=None)
+@click.option("--scope", "scopes", multiple=True, help="resource:read|write (restricted keys)")
+@click.option("--json", "as_json", is_flag=True)
+def keys_create(
+    account: str, kind: str, live: bool, name: str | None, scopes: tuple[str, ...], as_json: bool
+) -> None:
+    s = _settings()
+    secrets = load_or_create_secrets(s.home)
+    database = _db(s)
+    try:
+        scope_map = parse_scope_args(list(scopes)) if scopes else None
+        with database.write() as sess:
+            if tenancy.get_account(sess, account) is None:
+                raise click.ClickException(f"no such account {account}")
+            k = tenancy.create_key(
+                sess,
+                account_id=account,
+                kind=kind,
+                livemode=live,
+                pepper=secrets.api_key_pepper,
+                now=int(time.time()),
+                name=name,
+                scopes=scope_map,
+            )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_keys({"id": k.record_id, "key": k.secret.reveal()}, as_json)
+
+
+@keys.command("list")
+@click.option("--account", required=True)
+def keys_list(account: str) -> None:
+    s = _settings()
+    database = _db(s)
+    now = int(time.time())
+    with database.read() as sess:
+        for k in tenancy.list_keys(sess, account_id=account):
+            state = (
+                "revoked"
+                if k.revoked_at
+                else (
+                    "expired"
+                    if k.expires_at and k.expires_at <= now
+                    else f"expires {k.expires_at}"
+                    if k.expires_at
+                    else "active"
+                )
+            )
+            scopes = ",".join(f"{r}:{lvl}" for r, lvl in (k.scopes or {}).items())
+            mode = "live" if k.livemode else "test"
+            click.echo(f"{k.id}  {k.kind:<11} {mode}  {k.hint}  {state}  {scopes}")
+
+
+@keys.command("roll")
+@click.option("--account", required=True)
+@click.option("--key", "key_id", required=True)
+@click.option(
+    "--overlap",
+    "overlap",
+    type=int,
+    default=None,
+    help="Seconds the old key keeps working (default from settings)",
+)
+@click.option("--json", "as_json", is_flag=True)
+def keys_roll(account: str, key_id: str, overlap: int | None, as_json: bool) -> None:
+    s = _settings()
+    secrets = load_or_create_secrets(s.home)
+    database = _db(s)
+    try:
+        with database.write() as sess:
+            k = tenancy.roll_key(
+                sess,
+                account_id=account,
+                key_id=key_id,
+                pepper=secrets.api_key_pepper,
+                now=int(time.time()),
+                overlap_seconds=s.key_roll_default_overlap_seconds if overlap is None else overlap,
+            )
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_keys({"id": k.record_id, "key": k.secret.reveal(), "old_key_id": key_id}, as_json)
+
+
+@keys.command("revoke")
+@click.option("--account", required=True)
+@click.option("--key", "key_id", required=True)
+def keys_revoke(account: str, key_id: str) -> None:
+    s = _settings()
+    database = _db(s)
+    try:
+        with database.write() as sess:
+            tenancy.revoke_key(sess, account_id=account, key_id=key_id, now=int(time.time()))
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"revoked {key_id}")
+
+
+def ensure_dev_merchant(settings: Settings, database: Database) -> dict[str, Any]:
+    """The dev merchant and its test keys, created once; the clear keys live only
+    in ``dev-credentials.json`` (mode 0600) in the data directory."""
+    path = settings.home / "dev-credentials.json"
+    secrets = load_or_create_secrets(settings.home)
+    if path.exists():
+        creds: dict[str, Any] = json.loads(path.read_text())
+        with database.read() as sess:
+            if tenancy.get_account(sess, creds.get("account", "")) is not None:
+                creds["gateway_url"] = settings.base_url
+                write_private_json(path, creds)
+                return creds
+    now = int(time.time())
+    with database.write() as sess:
+        acct = tenancy.create_account(sess, name="Dev Merchant", email="dev@example.com", now=now)
+        sk = tenancy.create_key(
+            sess,
+            account_id=acct.id,
+            kind="secret",
+            livemode=False,
+            pepper=secrets.api_key_pepper,
+            now=now,
+            name="dev",
+        )
+        pk = tenancy.create_key(
+            sess,
+            account_id=acct.id,
+            kind="publishable",
+            livemode=False,
+            pepper=secrets.api_key_pepper,
+            now=now,
+            name="dev",
+        )
+        creds = {
+            "gateway_url": settings.base_url,
+            "account": acct.id,
+            "secret_key": sk.secret.reveal(),
+            "publishable_key": pk.secret.reveal(),
+        }
+    write_private_json(path, creds)
+    return creds
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise click.ClickException(f"process for {url} exited with code {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise click.ClickException(f"{url} did not come up in {timeout:.0f}s")
+
+
+def start_acquirers(
+    settings: Settings, token_file: Path, log_dir: Path
+) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for a in settings.acquirer_list():
+        port = a.url.rsplit(":", 1)[-1].rstrip("/")
+        log = open(log_dir / f"{a.name}.log", "ab")  # noqa: SIM115 - owned by the child
+        p = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
+            [
+                sys.executable,
+                "-m",
+                "paywarden.acquirer_sandbox",
+                "--name",
+                a.name,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--db",
+                str((settings.home / f"acquirer-{a.name}.db").resolve()),
+                "--token-file",
+                str(token_file),
+                "--public-url",
+                a.url,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(p)
+        _wait_http(f"{a.url}/healthz", p)
+    return procs
+
+
+@main.command("run")
+@click.option("--workers", type=int, default=None, help="Gateway worker processes")
+@click.option("--no-acquirers", is_flag=True, help="Do not start the sandbox acquirers")
+def run(workers: int | None, no_acquirers: bool) -> None:
+    """Start the sandbox acquirers and the gateway; print the dev merchant's keys."""
+    settings = _settings()
+    secrets = load_or_create_secrets(settings.home)
+    database = _db(settings)
+    creds = ensure_dev_merchant(settings, database)
+    database.dispose()
+    token_file = settings.home / "acquirer-token"
+    if not token_file.exists():
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.acquirer_token.reveal())
+    log_dir = settings.home / "logs"
+    log_dir.mkdir(exist_ok=True, mode=0o700)
+    procs: list[subprocess.Popen[bytes]] = []
+    if not no_acquirers:
+        procs = start_acquirers(settings, token_file, log_dir)
+    env = {**os.environ, "PAYWARDEN_HOME": str(settings.home.resolve())}
+    gateway = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "paywarden.gateway.asgi:app_factory",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.port),
+            "--workers",
+            str(workers or settings.workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
+    procs.append(gateway)
+    try:
+        _wait_http(f"{settings.base_url}/healthz", gateway)
+        click.echo("")
+        click.echo(f"Paywarden gateway   {settings.base_url}")
+        for a in settings.acquirer_list():
+            click.echo(f"Sandbox acquirer    {a.url}  ({a.name})")
+        click.echo(f"Dev merchant        {creds['account']}")
+        click.echo(f"Secret key          {creds['secret_key']}")
+        click.echo(f"Publishable key     {creds['publishable_key']}")
+        click.echo(f"Credentials file    {(settings.home / 'dev-credentials.json').resolve()}")
+        click.echo("Press Ctrl-C to stop.")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        raise click.ClickException("a Paywarden process exited unexpectedly; see .paywarden/logs")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@main.command("reconcile")
+def reconcile_once() -> None:
+    """Settle acquirer attempts with unknown outcomes once, then exit."""
+    from paywarden.gateway.container import build_gateway
+    from paywarden.payments.reconcile import Reconciler
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    gw = build_gateway(settings, load_or_create_secrets(settings.home))
+    n = Reconciler(gw.payments, interval=0).run_once()
+    gw.close()
+    click.echo(f"settled {n} attempt(s)")
+
+
+if __name__ == "__main__":
+    main()

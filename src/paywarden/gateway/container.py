@@ -1,0 +1,109 @@
+"""Wiring: one place builds the real adapters from settings (cosmicpython's bootstrap)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from paywarden.acquirers.http_connector import HttpAcquirerConnector
+from paywarden.acquirers.router import AcquirerRouter
+from paywarden.config import ServiceSecrets, Settings
+from paywarden.core.clock import Clock, SystemClock
+from paywarden.db import Database
+from paywarden.idempotency.service import IdempotencyStore
+from paywarden.payments.flows import Payments
+from paywarden.tenancy.ratelimit import FailureLimiter, MemoryFailureLimiter, RedisFailureLimiter
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    secrets: ServiceSecrets
+    db: Database
+    clock: Clock
+    failures: FailureLimiter
+    idempotency: IdempotencyStore
+    router: AcquirerRouter
+    payments: Payments
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.router.close()
+        self.db.dispose()
+        close = getattr(self.failures, "close", None)
+        if close is not None:
+            close()
+
+
+def build_gateway(
+    settings: Settings,
+    secrets: ServiceSecrets,
+    *,
+    clock: Clock | None = None,
+    router: AcquirerRouter | None = None,
+) -> Gateway:
+    clock = clock or SystemClock()
+    db = Database(settings.resolved_database_url)
+    failures: FailureLimiter
+    if settings.redis_url:
+        failures = RedisFailureLimiter(settings.redis_url, settings.auth_failure_window_seconds)
+    else:
+        failures = MemoryFailureLimiter(settings.auth_failure_window_seconds)
+    if router is None:
+        connectors = [
+            HttpAcquirerConnector(
+                a.name,
+                a.url,
+                secrets.acquirer_token,
+                timeout=settings.acquirer_timeout_seconds,
+                connect_timeout=settings.acquirer_connect_timeout_seconds,
+            )
+            for a in settings.acquirer_list()
+        ]
+        router = AcquirerRouter(
+            list(connectors),
+            clock=clock,
+            threshold=settings.circuit_failure_threshold,
+            reset_seconds=settings.circuit_reset_seconds,
+        )
+    payments = Payments(
+        db=db,
+        router=router,
+        clock=clock,
+        base_url=settings.base_url,
+        reconcile_grace=settings.reconcile_grace_seconds,
+    )
+    return Gateway(
+        settings=settings,
+        secrets=secrets,
+        db=db,
+        clock=clock,
+        failures=failures,
+        idempotency=IdempotencyStore(
+            db, ttl=settings.idempotency_ttl_seconds, lock_seconds=settings.idempotency_lock_seconds
+        ),
+        router=router,
+        payments=payments,
+    )
+
+
+def with_background_workers(gw: Gateway) -> Gateway:
+    """Attach the reconciler and the webhook dispatcher (started by the app's lifespan)."""
+    from paywarden.payments.reconcile import Reconciler
+    from paywarden.webhooks.delivery import WebhookDispatcher
+    from paywarden.webhooks.secretbox import SecretBox
+
+    s = gw.settings
+    gw.extras["background_workers"] = [
+        Reconciler(gw.payments, interval=s.reconcile_interval_seconds),
+        WebhookDispatcher(
+            gw.db,
+            SecretBox(gw.secrets.webhook_secret_key),
+            clock=gw.clock,
+            timeout=s.webhook_timeout_seconds,
+            max_attempts=s.webhook_max_attempts,
+            backoff_base=s.webhook_backoff_base_seconds,
+            poll_seconds=s.webhook_poll_seconds,
+        ),
+    ]
+    return gw

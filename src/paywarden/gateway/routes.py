@@ -1,0 +1,870 @@
+"""The Stripe-compatible /v1 surface: parameter specs and thin handlers.
+
+Handlers validate nothing themselves (the spec did), own no business rules
+(the domain services do) and run inside the worker thread pool.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from paywarden.core.errors import InvalidRequestError, ResourceMissingError
+from paywarden.core.ids import new_id, random_base62
+from paywarden.customers import service as customers
+from paywarden.customers.models import Customer
+from paywarden.events.models import Event
+from paywarden.events.service import record_event, render_event
+from paywarden.http.api import Call, Endpoint
+from paywarden.http.params import EXPAND, PAGINATION, Param, merge_metadata
+from paywarden.listing import list_page, render_list
+from paywarden.payments import methods
+from paywarden.payments.flows import UPDATABLE, Payments, check_client_secret, unexpected_state
+from paywarden.payments.models import Charge, PaymentIntent, PaymentMethod, Refund
+from paywarden.payments.render import render_charge, render_intent, render_refund
+
+if TYPE_CHECKING:
+    from paywarden.gateway.container import Gateway
+
+# ----------------------------------------------------------------- param specs
+ADDRESS = Param(
+    "dict",
+    fields={
+        k: Param("str", max_length=200)
+        for k in ("city", "country", "line1", "line2", "postal_code", "state")
+    },
+)
+CUSTOMER_FIELDS: dict[str, Param] = {
+    "email": Param("email", nullable=True),
+    "name": Param("str", max_length=256, nullable=True),
+    "phone": Param("str", max_length=32, nullable=True),
+    "description": Param("str", max_length=350, nullable=True),
+    "address": ADDRESS,
+    "metadata": Param("metadata"),
+    **EXPAND,
+}
+BILLING = Param(
+    "dict",
+    fields={
+        "address": ADDRESS,
+        "email": Param("email", nullable=True),
+        "name": Param("str", max_length=256, nullable=True),
+        "phone": Param("str", max_length=32, nullable=True),
+    },
+)
+PM_CREATE: dict[str, Param] = {
+    "type": Param("enum", required=True, choices=("card",)),
+    "card": Param("dict", fields={"token": Param("str", max_length=64)}),
+    "billing_details": BILLING,
+    "metadata": Param("metadata"),
+    **EXPAND,
+}
+PM_UPDATE: dict[str, Param] = {
+    "billing_details": BILLING,
+    "card": Param(
+        "dict",
+        fields={
+            "exp_month": Param("int", min=1, max=12),
+            "exp_year": Param("int", min=2000, max=2100),
+        },
+    ),
+    "metadata": Param("metadata"),
+    **EXPAND,
+}
+CAPTURE_METHODS = ("automatic", "automatic_async", "manual")
+PI_COMMON: dict[str, Param] = {
+    "customer": Param("id", nullable=True),
+    "payment_method": Param("id", nullable=True),
+    "description": Param("str", max_length=1000, nullable=True),
+    "receipt_email": Param("email", nullable=True),
+    "statement_descriptor": Param("str", max_length=22, nullable=True),
+    "capture_method": Param("enum", choices=CAPTURE_METHODS),
+    "setup_future_usage": Param("enum", choices=("on_session", "off_session"), nullable=True),
+    "metadata": Param("metadata"),
+    "payment_method_types": Param("list", item=Param("enum", choices=("card",)), max_items=1),
+    **EXPAND,
+}
+PI_CONFIRM_EXTRA: dict[str, Param] = {
+    "return_url": Param("str", max_length=2048),
+    "off_session": Param("bool"),
+    "error_on_requires_action": Param("bool"),
+    "use_stripe_sdk": Param("bool"),
+}
+PI_CREATE: dict[str, Param] = {
+    "amount": Param("amount", required=True),
+    "currency": Param("currency", required=True),
+    "confirm": Param("bool"),
+    "confirmation_method": Param("enum", choices=("automatic", "manual")),
+    "automatic_payment_methods": Param(
+        "dict",
+        fields={
+            "enabled": Param("bool", required=True),
+            "allow_redirects": Param("enum", choices=("always", "never")),
+        },
+    ),
+    **PI_COMMON,
+    **PI_CONFIRM_EXTRA,
+}
+PI_UPDATE: dict[str, Param] = {
+    "amount": Param("amount"),
+    "currency": Param("currency"),
+    **PI_COMMON,
+}
+PI_CONFIRM: dict[str, Param] = {
+    "payment_method": Param("id"),
+    "receipt_email": Param("email"),
+    "capture_method": Param("enum", choices=CAPTURE_METHODS),
+    "setup_future_usage": Param("enum", choices=("on_session", "off_session"), nullable=True),
+    "client_secret": Param("str", max_length=128),
+    **PI_CONFIRM_EXTRA,
+    **EXPAND,
+}
+PI_CAPTURE: dict[str, Param] = {
+    "amount_to_capture": Param("amount"),
+    "metadata": Param("metadata"),
+    "statement_descriptor": Param("str", max_length=22),
+    **EXPAND,
+}
+PI_CANCEL: dict[str, Param] = {
+    "cancellation_reason": Param(
+        "enum", choices=("duplicate", "fraudulent", "requested_by_customer", "abandoned")
+    ),
+    **EXPAND,
+}
+PI_RETRIEVE: dict[str, Param] = {"client_secret": Param("str", max_length=128), **EXPAND}
+REFUND_CREATE: dict[str, Param] = {
+    "charge": Param("id"),
+    "payment_intent": Param("id"),
+    "amount": Param("amount"),
+    "reason": Param("enum", choices=("duplicate", "fraudulent", "requested_by_customer")),
+    "metadata": Param("metadata"),
+    **EXPAND,
+}
+
+
+def _now(gw: Gateway) -> int:
+    return int(gw.clock.now())
+
+
+def _expand(values: dict[str, Any]) -> set[str]:
+    return set(values.get("expand") or [])
+
+
+# -------------------------------------------------------------------- customers
+def customer_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    with gw.db.write() as s:
+        c = customers.create(
+            s, account_id=call.account_id, livemode=call.livemode, now=_now(gw), values=v
+        )
+        body = customers.render(c)
+        record_event(
+            s,
+            account_id=c.account_id,
+            livemode=c.livemode,
+            type="customer.created",
+            obj=body,
+            now=_now(gw),
+            request_id=call.request_id,
+            idempotency_key=call.idempotency_key,
+        )
+        return body
+
+
+def customer_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    with gw.db.read() as s:
+        c = customers.get(
+            s,
+            account_id=call.account_id,
+            livemode=call.livemode,
+            customer_id=id,
+            include_deleted=True,
+        )
+        return customers.render(c)
+
+
+def customer_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    with gw.db.write() as s:
+        c = customers.get(
+            s, account_id=call.account_id, livemode=call.livemode, customer_id=id, for_update=True
+        )
+        previous = customers.update_fields(c, v)
+        body = customers.render(c)
+        if previous:
+            record_event(
+                s,
+                account_id=c.account_id,
+                livemode=c.livemode,
+                type="customer.updated",
+                obj=body,
+                previous_attributes=previous,
+                now=_now(gw),
+                request_id=call.request_id,
+                idempotency_key=call.idempotency_key,
+            )
+        return body
+
+
+def customer_delete(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    with gw.db.write() as s:
+        c = customers.get(
+            s, account_id=call.account_id, livemode=call.livemode, customer_id=id, for_update=True
+        )
+        snapshot = customers.render(c)
+        customers.delete(s, c)
+        record_event(
+            s,
+            account_id=c.account_id,
+            livemode=c.livemode,
+            type="customer.deleted",
+            obj=snapshot,
+            now=_now(gw),
+            request_id=call.request_id,
+            idempotency_key=call.idempotency_key,
+        )
+        return customers.render(c)
+
+
+def customer_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    filters = [Customer.deleted.is_(False)]
+    if v.get("email"):
+        filters.append(Customer.email == v["email"])
+    with gw.db.read() as s:
+        rows, more = list_page(
+            s,
+            Customer,
+            account_id=call.account_id,
+            livemode=call.livemode,
+            params=v,
+            kind="customer",
+            filters=filters,
+        )
+        return render_list("/v1/customers", rows, more, customers.render)
+
+
+# -------------------------------------------------------------- payment methods
+def pm_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    token = (v.get("card") or {}).get("token")
+    if not token:
+        raise InvalidRequestError(
+            "Provide card[token] with a test token such as 'tok_visa' (raw card numbers need the "
+            "card vault).",
+            param="card[token]",
+            code="parameter_missing",
+        )
+    with gw.db.write() as s:
+        pm = methods.from_test_id(
+            s,
+            pm_id=token,
+            account_id=call.account_id,
+            livemode=call.livemode,
+            now=_now(gw),
+            pepper=gw.secrets.api_key_pepper,
+            billing_details=v.get("billing_details"),
+            metadata=merge_metadata({}, v.get("metadata")),
+            param="card[token]",
+        )
+        return methods.render(pm)
+
+
+def pm_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    with gw.db.read() as s:
+        return methods.render(
+            methods.get(s, account_id=call.account_id, livemode=call.livemode, pm_id=id)
+        )
+
+
+def pm_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    with gw.db.write() as s:
+        pm = methods.get(
+            s, account_id=call.account_id, livemode=call.livemode, pm_id=id, for_update=True
+        )
+        if pm.customer_id is None:
+            raise InvalidRequestError(
+                "You must save this PaymentMethod to a customer before you can update it.",
+                param="id",
+            )
+        previous = methods.update_fields(pm, v)
+        body = methods.render(pm)
+        if previous:
+            record_event(
+                s,
+                account_id=pm.account_id,
+                livemode=pm.livemode,
+                type="payment_method.updated",
+                obj=body,
+                previous_attributes=previous,
+                now=_now(gw),
+                request_id=call.request_id,
+                idempotency_key=call.idempotency_key,
+            )
+        return body
+
+
+def pm_attach(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    now = _now(gw)
+    with gw.db.write() as s:
+        cust = customers.get(
+            s, account_id=call.account_id, livemode=call.livemode, customer_id=v["customer"]
+        )
+        pm = methods.resolve(
+            s,
+            account_id=call.account_id,
+            livemode=call.livemode,
+            pm_id=id,
+            now=now,
+            pepper=gw.secrets.api_key_pepper,
+            param="id",
+        )
+        if pm.customer_id is not None and pm.customer_id != cust.id:
+            raise InvalidRequestError(
+                "The payment method you provided has already been attached to a customer.",
+                code="payment_method_unexpected_state",
+                param="customer",
+            )
+        if pm.customer_id is None:
+            pm.customer_id = cust.id
+            record_event(
+                s,
+                account_id=pm.account_id,
+                livemode=pm.livemode,
+                type="payment_method.attached",
+                obj=methods.render(pm),
+                now=now,
+                request_id=call.request_id,
+                idempotency_key=call.idempotency_key,
+            )
+        return methods.render(pm)
+
+
+def pm_detach(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    with gw.db.write() as s:
+        pm = methods.get(
+            s, account_id=call.account_id, livemode=call.livemode, pm_id=id, for_update=True
+        )
+        if pm.customer_id is None:
+            raise InvalidRequestError(
+                "The payment method you provided is not attached to a customer so detachment is "
+                "impossible.",
+                code="payment_method_unexpected_state",
+                param="payment_method",
+            )
+        previous = {"customer": pm.customer_id}
+        pm.customer_id = None
+        body = methods.render(pm)
+        record_event(
+            s,
+            account_id=pm.account_id,
+            livemode=pm.livemode,
+            type="payment_method.detached",
+            obj=body,
+            previous_attributes=previous,
+            now=_now(gw),
+            request_id=call.request_id,
+            idempotency_key=call.idempotency_key,
+        )
+        return body
+
+
+def pm_list(
+    gw: Gateway, call: Call, v: dict[str, Any], customer_id: str | None = None
+) -> dict[str, Any]:
+    cust = customer_id or v.get("customer")
+    with gw.db.read() as s:
+        filters = []
+        if cust:
+            customers.get(
+                s,
+                account_id=call.account_id,
+                livemode=call.livemode,
+                customer_id=cust,
+            )
+            filters.append(PaymentMethod.customer_id == cust)
+        elif customer_id is None:
+            raise InvalidRequestError(
+                "Listing payment methods requires a customer.",
+                param="customer",
+                code="parameter_missing",
+            )
+        rows, more = list_page(
+            s,
+            PaymentMethod,
+            account_id=call.account_id,
+            livemode=call.livemode,
+            params=v,
+            kind="payment_method",
+            filters=filters,
+        )
+        url = f"/v1/customers/{cust}/payment_methods" if customer_id else "/v1/payment_methods"
+        return render_list(url, rows, more, methods.render)
+
+
+def customer_pm_list(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    return pm_list(gw, call, v, customer_id=id)
+
+
+# --------------------------------------------------------------- payment intents
+def _render_pi(gw: Gateway, body: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    if "latest_charge" in _expand(values) and isinstance(body.get("latest_charge"), str):
+        with gw.db.read() as s:
+            ch = s.scalar(select(Charge).where(Charge.id == body["latest_charge"]))
+            if ch is not None:
+                body["latest_charge"] = render_charge(ch)
+    return body
+
+
+def pi_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    now = _now(gw)
+    with gw.db.write() as s:
+        customer_id = v.get("customer")
+        if customer_id:
+            customers.get(
+                s, account_id=call.account_id, livemode=call.livemode, customer_id=customer_id
+            )  # raises if missing
+        pm_id = None
+        if v.get("payment_method"):
+            pm = methods.resolve(
+                s,
+                account_id=call.account_id,
+                livemode=call.livemode,
+                pm_id=v["payment_method"],
+                now=now,
+                pepper=gw.secrets.api_key_pepper,
+            )
+            if pm.customer_id is not None and pm.customer_id != customer_id:
+                raise InvalidRequestError(
+                    f"The provided PaymentMethod {pm.id} is attached to another customer.",
+                    param="payment_method",
+                )
+            pm_id = pm.id
+        if v.get("return_url") and not v.get("confirm"):
+            raise InvalidRequestError(
+                "return_url can only be set when confirm=true.", param="return_url"
+            )
+        pi_id = new_id("pi", 24)
+        pi = PaymentIntent(
+            id=pi_id,
+            account_id=call.account_id,
+            livemode=call.livemode,
+            created=now,
+            amount=v["amount"],
+            currency=v["currency"],
+            status="requires_confirmation" if pm_id else "requires_payment_method",
+            capture_method=v.get("capture_method") or "automatic_async",
+            confirmation_method=v.get("confirmation_method") or "automatic",
+            customer_id=customer_id,
+            payment_method_id=pm_id,
+            description=v.get("description"),
+            receipt_email=v.get("receipt_email"),
+            statement_descriptor=v.get("statement_descriptor"),
+            metadata_=merge_metadata({}, v.get("metadata")),
+            client_secret=f"{pi_id}_secret_{random_base62(25)}",
+            amount_capturable=0,
+            amount_received=0,
+            canceled_at=None,
+            cancellation_reason=None,
+            latest_charge_id=None,
+            last_payment_error=None,
+            next_action=None,
+            return_url=v.get("return_url"),
+            version=0,
+        )
+        s.add(pi)
+        s.flush()
+        record_event(
+            s,
+            account_id=pi.account_id,
+            livemode=pi.livemode,
+            type="payment_intent.created",
+            obj=render_intent(pi),
+            now=now,
+            request_id=call.request_id,
+            idempotency_key=call.idempotency_key,
+        )
+    if v.get("confirm"):
+        confirm_values: dict[str, Any] = {k: v[k] for k in ("return_url", "error_on_requires_action") if k in v}
+        body = gw.payments.confirm(
+            account_id=call.account_id,
+            livemode=call.livemode,
+            pi_id=pi_id,
+            values=confirm_values,
+            pepper=gw.secrets.api_key_pepper,
+            request_id=call.request_id,
+            idempotency_key=call.idempotency_key,
+        )
+        return _render_pi(gw, body, v)
+    with gw.db.read() as s:
+        return _render_pi(
+            gw,
+            render_intent(
+                Payments.get_intent(
+                    s, account_id=call.account_id, livemode=call.livemode, pi_id=pi_id
+                )
+            ),
+            v,
+        )
+
+
+def pi_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    with gw.db.read() as s:
+        pi = Payments.get_intent(s, account_id=call.account_id, livemode=call.livemode, pi_id=id)
+        if call.auth.kind == "publishable":
+            if not v.get("client_secret"):
+                raise InvalidRequestError(
+                    "A publishable key must send the PaymentIntent's client_secret.",
+                    param="client_secret",
+                    code="parameter_missing",
+                )
+            check_client_secret(pi, v["client_secret"])
+        body = render_intent(pi)
+    return _render_pi(gw, body, v)
+
+
+def pi_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    now = _now(gw)
+    with gw.db.write() as s:
+        pi = Payments.get_intent(
+            s, account_id=call.account_id, livemode=call.livemode, pi_id=id, for_update=True
+        )
+        money_fields = {
+            "amount",
+            "currency",
+            "customer",
+            "payment_method",
+            "capture_method",
+            "receipt_email",
+            "statement_descriptor",
+            "setup_future_usage",
+            "payment_method_types",
+        }
+        if money_fields & v.keys() and pi.status not in UPDATABLE:
+            raise unexpected_state(pi, "update", UPDATABLE)
+        if pi.status == "canceled" and v.keys() - {"expand"}:
+            raise unexpected_state(pi, "update", UPDATABLE)
+        before = render_intent(pi)
+        if v.get("customer"):
+            customers.get(
+                s, account_id=call.account_id, livemode=call.livemode, customer_id=v["customer"]
+            )
+        for f, attr in (
+            ("amount", "amount"),
+            ("currency", "currency"),
+            ("customer", "customer_id"),
+            ("description", "description"),
+            ("receipt_email", "receipt_email"),
+            ("statement_descriptor", "statement_descriptor"),
+            ("capture_method", "capture_method"),
+        ):
+            if f in v:
+                setattr(pi, attr, v[f])
+        if "payment_method" in v:
+            if v["payment_method"]:
+                pm = methods.resolve(
+                    s,
+                    account_id=call.account_id,
+                    livemode=call.livemode,
+                    pm_id=v["payment_method"],
+                    now=now,
+                    pepper=gw.secrets.api_key_pepper,
+                )
+                pi.payment_method_id = pm.id
+                pi.status = "requires_confirmation"
+                pi.next_action = None
+            else:
+                pi.payment_method_id = None
+                pi.status = "requires_payment_method"
+        if "metadata" in v:
+            pi.metadata_ = merge_metadata(pi.metadata_, v["metadata"])
+        pi.version += 1
+        after = render_intent(pi)
+        # Stripe emits no event for a plain PaymentIntent update.
+        del before
+        return _render_pi(gw, after, v)
+
+
+def pi_confirm(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    client_secret = v.get("client_secret")
+    if call.auth.kind == "publishable" and not client_secret:
+        raise InvalidRequestError(
+            "A publishable key must send the PaymentIntent's client_secret.",
+            param="client_secret",
+            code="parameter_missing",
+        )
+    body = gw.payments.confirm(
+        account_id=call.account_id,
+        livemode=call.livemode,
+        pi_id=id,
+        values=v,
+        pepper=gw.secrets.api_key_pepper,
+        request_id=call.request_id,
+        idempotency_key=call.idempotency_key,
+        client_secret=client_secret,
+    )
+    return _render_pi(gw, body, v)
+
+
+def pi_capture(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    body = gw.payments.capture(
+        account_id=call.account_id,
+        livemode=call.livemode,
+        pi_id=id,
+        amount_to_capture=v.get("amount_to_capture"),
+        metadata=v.get("metadata"),
+        request_id=call.request_id,
+        idempotency_key=call.idempotency_key,
+    )
+    return _render_pi(gw, body, v)
+
+
+def pi_cancel(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    body = gw.payments.cancel(
+        account_id=call.account_id,
+        livemode=call.livemode,
+        pi_id=id,
+        reason=v.get("cancellation_reason"),
+        request_id=call.request_id,
+        idempotency_key=call.idempotency_key,
+    )
+    return _render_pi(gw, body, v)
+
+
+def pi_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    filters = []
+    if v.get("customer"):
+        filters.append(PaymentIntent.customer_id == v["customer"])
+    with gw.db.read() as s:
+        rows, more = list_page(
+            s,
+            PaymentIntent,
+            account_id=call.account_id,
+            livemode=call.livemode,
+            params=v,
+            kind="payment_intent",
+            filters=filters,
+        )
+        return render_list("/v1/payment_intents", rows, more, render_intent)
+
+
+# ----------------------------------------------------------------- charges
+def charge_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    with gw.db.read() as s:
+        ch = s.scalar(
+            select(Charge).where(
+                Charge.id == id,
+                Charge.account_id == call.account_id,
+                Charge.livemode == call.livemode,
+            )
+        )
+        if ch is None:
+            raise ResourceMissingError("charge", id)
+        return render_charge(ch)
+
+
+def charge_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    filters = []
+    if v.get("payment_intent"):
+        filters.append(Charge.payment_intent_id == v["payment_intent"])
+    if v.get("customer"):
+        filters.append(Charge.customer_id == v["customer"])
+    with gw.db.read() as s:
+        rows, more = list_page(
+            s,
+            Charge,
+            account_id=call.account_id,
+            livemode=call.livemode,
+            params=v,
+            kind="charge",
+            filters=filters,
+        )
+        return render_list("/v1/charges", rows, more, render_charge)
+
+
+# ----------------------------------------------------------------- refunds
+def refund_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    if bool(v.get("charge")) == bool(v.get("payment_intent")):
+        raise InvalidRequestError(
+            "Provide exactly one of charge or payment_intent.",
+            param="payment_intent",
+            code="parameter_missing" if not v.get("charge") else None,
+        )
+    return gw.payments.refund(
+        account_id=call.account_id,
+        livemode=call.livemode,
+        charge_id=v.get("charge"),
+        pi_id=v.get("payment_intent"),
+        amount=v.get("amount"),
+        reason=v.get("reason"),
+        metadata=merge_metadata({}, v.get("metadata")),
+        request_id=call.request_id,
+        idempotency_key=call.idempotency_key,
+    )
+
+
+def _get_refund(s: Any, call: Call, id: str, for_update: bool = False) -> Refund:
+    q = select(Refund).where(
+        Refund.id == id, Refund.account_id == call.account_id, Refund.livemode == call.livemode
+    )
+    if for_update:
+        q = q.with_for_update()
+    rf: Refund | None = s.scalar(q)
+    if rf is None:
+        raise ResourceMissingError("refund", id)
+    return rf
+
+
+def refund_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    with gw.db.read() as s:
+        return render_refund(_get_refund(s, call, id))
+
+
+def refund_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    with gw.db.write() as s:
+        rf = _get_refund(s, call, id, for_update=True)
+        if "metadata" in v:
+            rf.metadata_ = merge_metadata(rf.metadata_, v["metadata"])
+        return render_refund(rf)
+
+
+def refund_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    filters = []
+    if v.get("charge"):
+        filters.append(Refund.charge_id == v["charge"])
+    if v.get("payment_intent"):
+        filters.append(Refund.payment_intent_id == v["payment_intent"])
+    with gw.db.read() as s:
+        rows, more = list_page(
+            s,
+            Refund,
+            account_id=call.account_id,
+            livemode=call.livemode,
+            params=v,
+            kind="refund",
+            filters=filters,
+        )
+        return render_list("/v1/refunds", rows, more, render_refund)
+
+
+# ------------------------------------------------------------------ events
+def event_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    with gw.db.read() as s:
+        ev = s.scalar(
+            select(Event).where(
+                Event.id == id, Event.account_id == call.account_id, Event.livemode == call.livemode
+            )
+        )
+        if ev is None:
+            raise ResourceMissingError("event", id)
+        return render_event(ev)
+
+
+def event_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    filters = []
+    if v.get("type"):
+        t = v["type"]
+        filters.append(Event.type.like(t.replace("*", "%")) if "*" in t else Event.type == t)
+    if v.get("types"):
+        filters.append(Event.type.in_(v["types"]))
+    with gw.db.read() as s:
+        rows, more = list_page(
+            s,
+            Event,
+            account_id=call.account_id,
+            livemode=call.livemode,
+            params=v,
+            kind="event",
+            filters=filters,
+        )
+        return render_list("/v1/events", rows, more, render_event)
+
+
+def noop(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    """Authenticated no-op: the benchmark's baseline for per-request overhead."""
+    return {"object": "ping", "livemode": call.livemode}
+
+
+def endpoints() -> list[Endpoint]:
+    cust_list = {**PAGINATION, "email": Param("email")}
+    pm_list_spec = {**PAGINATION, "customer": Param("id"), "type": Param("enum", choices=("card",))}
+    pi_list_spec = {**PAGINATION, "customer": Param("id")}
+    charge_list_spec = {**PAGINATION, "customer": Param("id"), "payment_intent": Param("id")}
+    refund_list_spec = {**PAGINATION, "charge": Param("id"), "payment_intent": Param("id")}
+    event_list_spec = {
+        **PAGINATION,
+        "type": Param("str", max_length=100),
+        "types": Param("list", item=Param("str", max_length=100), max_items=20),
+        "delivery_success": Param("bool"),
+    }
+    r, w = False, True
+    return [
+        Endpoint("POST", "/v1/customers", customer_create, CUSTOMER_FIELDS, "customers", w),
+        Endpoint("GET", "/v1/customers", customer_list, cust_list, "customers", r),
+        Endpoint("GET", "/v1/customers/{id}", customer_retrieve, EXPAND, "customers", r),
+        Endpoint("POST", "/v1/customers/{id}", customer_update, CUSTOMER_FIELDS, "customers", w),
+        Endpoint("DELETE", "/v1/customers/{id}", customer_delete, {}, "customers", w),
+        Endpoint(
+            "GET",
+            "/v1/customers/{id}/payment_methods",
+            customer_pm_list,
+            pm_list_spec,
+            "payment_methods",
+            r,
+        ),
+        Endpoint("POST", "/v1/payment_methods", pm_create, PM_CREATE, "payment_methods", w),
+        Endpoint("GET", "/v1/payment_methods", pm_list, pm_list_spec, "payment_methods", r),
+        Endpoint("GET", "/v1/payment_methods/{id}", pm_retrieve, EXPAND, "payment_methods", r),
+        Endpoint("POST", "/v1/payment_methods/{id}", pm_update, PM_UPDATE, "payment_methods", w),
+        Endpoint(
+            "POST",
+            "/v1/payment_methods/{id}/attach",
+            pm_attach,
+            {"customer": Param("id", required=True), **EXPAND},
+            "payment_methods",
+            w,
+        ),
+        Endpoint(
+            "POST", "/v1/payment_methods/{id}/detach", pm_detach, EXPAND, "payment_methods", w
+        ),
+        Endpoint("POST", "/v1/payment_intents", pi_create, PI_CREATE, "payment_intents", w),
+        Endpoint("GET", "/v1/payment_intents", pi_list, pi_list_spec, "payment_intents", r),
+        Endpoint(
+            "GET",
+            "/v1/payment_intents/{id}",
+            pi_retrieve,
+            PI_RETRIEVE,
+            "payment_intents",
+            r,
+            publishable=True,
+        ),
+        Endpoint("POST", "/v1/payment_intents/{id}", pi_update, PI_UPDATE, "payment_intents", w),
+        Endpoint(
+            "POST",
+            "/v1/payment_intents/{id}/confirm",
+            pi_confirm,
+            PI_CONFIRM,
+            "payment_intents",
+            w,
+            publishable=True,
+        ),
+        Endpoint(
+            "POST", "/v1/payment_intents/{id}/capture", pi_capture, PI_CAPTURE, "payment_intents", w
+        ),
+        Endpoint(
+            "POST", "/v1/payment_intents/{id}/cancel", pi_cancel, PI_CANCEL, "payment_intents", w
+        ),
+        Endpoint("GET", "/v1/charges", charge_list, charge_list_spec, "charges", r),
+        Endpoint("GET", "/v1/charges/{id}", charge_retrieve, EXPAND, "charges", r),
+        Endpoint("POST", "/v1/refunds", refund_create, REFUND_CREATE, "refunds", w),
+        Endpoint("GET", "/v1/refunds", refund_list, refund_list_spec, "refunds", r),
+        Endpoint("GET", "/v1/refunds/{id}", refund_retrieve, EXPAND, "refunds", r),
+        Endpoint(
+            "POST",
+            "/v1/refunds/{id}",
+            refund_update,
+            {"metadata": Param("metadata"), **EXPAND},
+            "refunds",
+            w,
+        ),
+        Endpoint("GET", "/v1/events", event_list, event_list_spec, "events", r),
+        Endpoint("GET", "/v1/events/{id}", event_retrieve, EXPAND, "events", r),
+        Endpoint("GET", "/v1/paywarden/ping", noop, {}, "events", r, publishable=True),
+    ]

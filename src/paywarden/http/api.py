@@ -1,0 +1,397 @@
+"""Turns declarative endpoints into Starlette routes with Stripe's semantics.
+
+Per request, in this order: body size cap, decoding, failed-auth throttle,
+authentication, authorization (scopes / publishable allow-list), parameter
+validation, idempotency, then the handler. Errors at any step come back as
+Stripe's error envelope; unexpected exceptions become a generic 500 whose
+details go only to the server log (by request id), never to the caller.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from paywarden.core.errors import (
+    ApiError,
+    AuthenticationError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    RateLimitError,
+    StripeError,
+)
+from paywarden.core.ids import new_id
+from paywarden.http.cardguard import refuse_raw_card_data
+from paywarden.http.forms import build_nested, decode_form, decode_json
+from paywarden.http.params import Param, validate
+from paywarden.idempotency.service import fingerprint
+from paywarden.tenancy.keys import hint
+from paywarden.tenancy.scopes import allows
+from paywarden.tenancy.service import AuthContext, authenticate, record_security_event
+
+if TYPE_CHECKING:
+    from paywarden.gateway.container import Gateway
+
+log = logging.getLogger("paywarden.http")
+
+
+@dataclass(frozen=True)
+class Call:
+    """Everything a handler may know about the request."""
+
+    auth: AuthContext
+    request_id: str
+    idempotency_key: str | None
+    source_ip: str
+
+    @property
+    def account_id(self) -> str:
+        return self.auth.account_id
+
+    @property
+    def livemode(self) -> bool:
+        return self.auth.livemode
+
+
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    spec: Mapping[str, Param]
+    resource: str
+    write: bool
+    publishable: bool = False
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def json_response(
+    status: int, body: str, request_id: str, extra: Mapping[str, str] | None = None
+) -> Response:
+    headers = {"Request-Id": request_id, "Cache-Control": "no-cache, no-store"}
+    if extra:
+        headers.update(extra)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_response(err: StripeError, request_id: str) -> Response:
+    return json_response(err.status, dumps(err.to_dict()), request_id, err.headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidRequestError("Invalid Content-Length header.")
+        if int(declared) > limit:
+            raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_params(request: Request, limit: int) -> dict[str, Any]:
+    query = request.url.query
+    params: dict[str, Any] = {}
+    if query:
+        if len(query) > limit:
+            raise _TooLarge
+        params = decode_form(query)
+    if request.method in ("POST", "PUT", "PATCH"):
+        body = await _read_body(request, limit)
+        if body.strip():
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype == "application/json":
+                data = decode_json(body)
+            elif ctype in ("application/x-www-form-urlencoded", ""):
+                try:
+                    text = body.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InvalidRequestError("The request body is not valid UTF-8.") from exc
+                data = decode_form(text)
+            else:
+                raise InvalidRequestError(
+                    f"Unsupported Content-Type {ctype[:60]!r}; send "
+                    "application/x-www-form-urlencoded or application/json."
+                )
+            for k in data:
+                if k in params:
+                    raise InvalidRequestError(
+                        f"Parameter {k!r} was given in both the query and the body.", param=k
+                    )
+            params.update(data)
+    return params
+
+
+def bearer_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    value = value.strip()
+    if scheme == "bearer":
+        return value
+    if scheme == "basic":
+        # curl -u KEY: (Stripe accepts the key as the basic-auth user name)
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return ""
+        return decoded.split(":", 1)[0]
+    return ""
+
+
+def source_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def make_route(gw: Gateway, ep: Endpoint) -> Route:
+    async def endpoint(request: Request) -> Response:
+        rid: str = request.scope.get("paywarden.request_id") or new_id("req", 14)
+        started = time.perf_counter()
+        try:
+            params = await read_params(request, gw.settings.max_body_bytes)
+            raw_key = bearer_key(request)
+            status, body, extra = await run_in_threadpool(
+                _process,
+                gw,
+                ep,
+                raw_key,
+                params,
+                dict(request.path_params),
+                source_of(request),
+                rid,
+                request.headers.get("idempotency-key"),
+            )
+            resp = json_response(status, body, rid, extra)
+        except _TooLarge:
+            resp = error_response(
+                InvalidRequestError(
+                    f"Request body too large (limit {gw.settings.max_body_bytes} bytes).",
+                    code="request_too_large",
+                ),
+                rid,
+            )
+            resp.status_code = 413
+        except StripeError as err:
+            resp = error_response(err, rid)
+        except Exception:
+            log.exception("unhandled error request_id=%s route=%s %s", rid, ep.method, ep.path)
+            resp = error_response(
+                ApiError(
+                    "An unexpected error occurred. Quote the Request-Id if you contact support."
+                ),
+                rid,
+            )
+        log.info(
+            "request_id=%s method=%s route=%s status=%s ms=%.1f",
+            rid,
+            ep.method,
+            ep.path,
+            resp.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
+        return resp
+
+    return Route(ep.path, endpoint, methods=[ep.method])
+
+
+def _process(
+    gw: Gateway,
+    ep: Endpoint,
+    raw_key: str | None,
+    params: dict[str, Any],
+    path_params: dict[str, str],
+    source: str,
+    rid: str,
+    idem_key: str | None,
+) -> tuple[int, str, dict[str, str]]:
+    auth = _authenticate(gw, raw_key, source, rid)
+    _authorize(gw, ep, auth, source, rid)
+    refuse_raw_card_data(params)
+    values = validate(params, ep.spec)
+    call = Call(auth=auth, request_id=rid, idempotency_key=idem_key, source_ip=source)
+    if ep.method != "POST" or not idem_key:
+        return _execute(gw, ep, call, values, path_params)
+    fp = fingerprint(ep.method, ep.path.format(**path_params), params)
+    now = gw.clock.now()
+    stored = gw.idempotency.begin(
+        account_id=auth.account_id,
+        livemode=auth.livemode,
+        key=idem_key,
+        method=ep.method,
+        path=ep.path.format(**path_params),
+        fp=fp,
+        now=now,
+    )
+    if stored is not None:
+        return (
+            stored.status,
+            stored.body,
+            {"Idempotent-Replayed": "true", "Idempotency-Key": idem_key},
+        )
+    try:
+        status, body, extra = _execute(gw, ep, call, values, path_params)
+    except StripeError as err:
+        status, body, extra = err.status, dumps(err.to_dict()), dict(err.headers)
+    except BaseException:
+        # Crashed mid-flight: keep the reservation until its lock expires, then
+        # a retry may proceed (every money-moving step is itself re-runnable).
+        raise
+    gw.idempotency.complete(
+        account_id=auth.account_id, livemode=auth.livemode, key=idem_key, status=status, body=body
+    )
+    extra = {**extra, "Idempotency-Key": idem_key}
+    return status, body, extra
+
+
+def _execute(
+    gw: Gateway, ep: Endpoint, call: Call, values: dict[str, Any], path_params: dict[str, str]
+) -> tuple[int, str, dict[str, str]]:
+    result = ep.handler(gw, call, values, **path_params)
+    return 200, dumps(result), {}
+
+
+def _authenticate(gw: Gateway, raw_key: str | None, source: str, rid: str) -> AuthContext:
+    if gw.failures.count(source) >= gw.settings.auth_failure_limit:
+        raise RateLimitError(
+            "Too many failed authentication attempts from this address. Try again later.",
+            headers={"Retry-After": str(gw.settings.auth_failure_window_seconds)},
+        )
+    if not raw_key:
+        err = AuthenticationError(
+            "You did not provide an API key. Provide it in the Authorization header "
+            "using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+        )
+        _fail(gw, "auth_missing", source, rid, None, err)
+    assert raw_key is not None
+    now = int(gw.clock.now())
+    try:
+        with gw.db.read() as s:
+            return authenticate(s, raw_key=raw_key, pepper=gw.secrets.api_key_pepper, now=now)
+    except AuthenticationError as err:
+        _fail(gw, "auth_failed", source, rid, hint(raw_key), err)
+        raise  # unreachable: _fail raises
+
+
+def _fail(
+    gw: Gateway, kind: str, source: str, rid: str, key_hint: str | None, err: StripeError
+) -> None:
+    gw.failures.record(source)
+    with gw.db.write() as s:
+        record_security_event(
+            s,
+            kind=kind,
+            source=source,
+            now=int(gw.clock.now()),
+            request_id=rid,
+            key_hint=key_hint,
+            detail=err.code,
+        )
+    raise err
+
+
+def _authorize(gw: Gateway, ep: Endpoint, auth: AuthContext, source: str, rid: str) -> None:
+    if auth.kind == "secret":
+        return
+    if auth.kind == "publishable":
+        if ep.publishable:
+            return
+        msg = (
+            "This API call cannot be made with a publishable API key. Please use a secret API key."
+        )
+    elif allows(auth.scopes, ep.resource, ep.write):
+        return
+    else:
+        level = "write" if ep.write else "read"
+        msg = (
+            f"The provided key does not have the required permissions for this endpoint: "
+            f"it needs '{ep.resource}' {level} access."
+        )
+    err = PermissionDeniedError(
+        msg, code="secret_key_required" if auth.kind == "publishable" else None
+    )
+    with gw.db.write() as s:
+        record_security_event(
+            s,
+            kind="authz_denied",
+            source=source,
+            now=int(gw.clock.now()),
+            request_id=rid,
+            account_id=auth.account_id,
+            detail=f"{ep.method} {ep.path}",
+        )
+    raise err
+
+
+class RequestIdMiddleware:
+    """Every response carries a Request-Id, including 404s and framework errors."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = new_id("req", 14)
+        scope["paywarden.request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"request-id" for k, _ in headers):
+                    headers.append((b"request-id", rid.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    rid = request.scope.get("paywarden.request_id", "")
+    status = getattr(exc, "status_code", 404)
+    if status == 405:
+        err: StripeError = InvalidRequestError(
+            f"Unrecognized request URL ({request.method}: {request.url.path[:200]}).",
+        )
+        err.status = 405
+    else:
+        err = InvalidRequestError(
+            f"Unrecognized request URL ({request.method}: {request.url.path[:200]}). "
+            "Please see the API reference.",
+        )
+        err.status = 404
+    return error_response(err, rid)
+
+
+AsyncHandler = Callable[[Request], Awaitable[Response]]
+
+__all__ = ["Call", "Endpoint", "RequestIdMiddleware", "build_nested", "make_route", "not_found"]

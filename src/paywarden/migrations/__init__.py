@@ -1,0 +1,31 @@
+"""Alembic migrations for the gateway database, run programmatically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+HERE = Path(__file__).resolve().parent
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def load_models() -> None:
+    """Import every model module so ``Base.metadata`` is complete."""
+    import paywarden.customers.models
+    import paywarden.events.models
+    import paywarden.idempotency.models
+    import paywarden.payments.models
+    import paywarden.tenancy.models
+    import paywarden.webhooks.models  # noqa: F401

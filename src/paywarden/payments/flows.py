@@ -1,0 +1,1211 @@
+"""Money-moving flows: confirm, 3-D Secure continuation, capture, cancel, refund.
+
+Every flow has the same three steps, so that no payment is lost or charged twice:
+
+1. **Record** (one write transaction): check the state transition under a row
+   lock, move the intent to ``processing`` (which also blocks concurrent
+   operations on it), and insert an :class:`AcquirerAttempt` carrying the
+   idempotency key that the acquirer will see.
+2. **Call** the acquirer outside any transaction. A connector error that proves
+   nothing happened allows failover; an unknown outcome does not.
+3. **Settle** (one write transaction): apply the result, write the events
+   (outbox) in the same transaction. An unknown outcome leaves the attempt
+   ``unknown`` for the reconciler, which asks the same acquirer with the same key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hmac
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from paywarden.acquirers.base import (
+    AcquirerConnector,
+    AcquirerError,
+    AcquirerOutcomeUnknown,
+    AcquirerUnavailable,
+    AuthorizationRequest,
+    AuthorizationResult,
+    CardRef,
+)
+from paywarden.acquirers.router import AcquirerRouter
+from paywarden.core.clock import Clock
+from paywarden.core.errors import CardError, InvalidRequestError, ResourceMissingError, StripeError
+from paywarden.core.ids import new_id
+from paywarden.db import Database
+from paywarden.events.service import record_event
+from paywarden.http.params import merge_metadata
+from paywarden.payments import methods
+from paywarden.payments.models import AcquirerAttempt, Charge, PaymentIntent, PaymentMethod, Refund
+from paywarden.payments.render import render_charge, render_intent, render_refund
+
+log = logging.getLogger("paywarden.payments")
+
+CONFIRMABLE = ("requires_payment_method", "requires_confirmation", "requires_action")
+CANCELABLE = (
+    "requires_payment_method",
+    "requires_confirmation",
+    "requires_action",
+    "requires_capture",
+)
+UPDATABLE = ("requires_payment_method", "requires_confirmation", "requires_action")
+
+# Stripe's customer-facing messages per decline code. Lost/stolen/fraud are
+# deliberately generic: the customer must not learn why (the merchant does).
+DECLINE_MESSAGES = {
+    "insufficient_funds": "Your card has insufficient funds.",
+    "expired_card": "Your card has expired.",
+    "incorrect_cvc": "Your card's security code is incorrect.",
+    "processing_error": "An error occurred while processing your card. Try again in a little bit.",
+    "incorrect_number": "Your card number is incorrect.",
+    "card_velocity_exceeded": (
+        "Your card was declined for making repeated attempts too frequently or exceeding its "
+        "amount limit."
+    ),
+}
+# Decline codes that Stripe reports as the error code itself, not as card_declined.
+CODE_IS_DECLINE = ("expired_card", "incorrect_cvc", "processing_error", "incorrect_number")
+SELLER_MESSAGES = {
+    "fraudulent": "The bank returned the decline code `fraudulent`.",
+    "lost_card": "The bank returned the decline code `lost_card`.",
+    "stolen_card": "The bank returned the decline code `stolen_card`.",
+}
+
+
+class AcquirerUnavailableError(StripeError):
+    status = 503
+    type = "api_error"
+
+
+_PAST = {"confirm": "confirmed", "capture": "captured", "cancel": "canceled", "update": "updated"}
+
+
+def unexpected_state(
+    pi: PaymentIntent, action: str, allowed: tuple[str, ...]
+) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"You cannot {action} this PaymentIntent because it has a status of {pi.status}. "
+        f"Only a PaymentIntent with one of the following statuses may be {_PAST[action]}: "
+        f"{', '.join(allowed)}.",
+        code="payment_intent_unexpected_state",
+        extra={"payment_intent": render_intent(pi)},
+    )
+
+
+@dataclass(frozen=True)
+class _AuthPlan:
+    pi_id: str
+    account_id: str
+    livemode: bool
+    version: int
+    request: AuthorizationRequest
+    acquirer: str | None  # pinned (3DS continuation) or None (route freely)
+    request_id: str | None
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    kind: str  # result | unknown | unavailable
+    attempt_id: str | None = None
+    acquirer: str | None = None
+    result: AuthorizationResult | None = None
+
+
+class Payments:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        router: AcquirerRouter,
+        clock: Clock,
+        base_url: str,
+        reconcile_grace: float,
+    ) -> None:
+        self.db = db
+        self.router = router
+        self.clock = clock
+        self.base_url = base_url.rstrip("/")
+        self.reconcile_grace = reconcile_grace
+
+    # ---------------------------------------------------------------- helpers
+    def _now(self) -> int:
+        return int(self.clock.now())
+
+    @staticmethod
+    def get_intent(
+        s: Session, *, account_id: str, livemode: bool, pi_id: str, for_update: bool = False
+    ) -> PaymentIntent:
+        q = select(PaymentIntent).where(
+            PaymentIntent.id == pi_id,
+            PaymentIntent.account_id == account_id,
+            PaymentIntent.livemode == livemode,
+        )
+        if for_update:
+            q = q.with_for_update()
+        pi = s.scalar(q)
+        if pi is None:
+            raise ResourceMissingError("payment_intent", pi_id)
+        return pi
+
+    @staticmethod
+    def get_charge(s: Session, charge_id: str | None, *, for_update: bool = False) -> Charge | None:
+        if charge_id is None:
+            return None
+        q = select(Charge).where(Charge.id == charge_id)
+        if for_update:
+            q = q.with_for_update()
+        return s.scalar(q)
+
+    def _event(
+        self,
+        s: Session,
+        pi: PaymentIntent,
+        type_: str,
+        obj: dict[str, Any],
+        *,
+        request_id: str | None,
+        idempotency_key: str | None,
+        previous: dict[str, Any] | None = None,
+    ) -> None:
+        record_event(
+            s,
+            account_id=pi.account_id,
+            livemode=pi.livemode,
+            type=type_,
+            obj=obj,
+            now=self._now(),
+            previous_attributes=previous,
+            request_id=request_id,
+            idempotency_key=idempotency_key,
+        )
+
+    def _new_attempt(
+        self,
+        *,
+        pi: PaymentIntent,
+        operation: str,
+        acquirer: str,
+        amount: int,
+        request: dict[str, Any],
+        charge_id: str | None = None,
+        refund_id: str | None = None,
+    ) -> AcquirerAttempt:
+        now = self._now()
+        att_id = new_id("att", 24)
+        return AcquirerAttempt(
+            id=att_id,
+            account_id=pi.account_id,
+            livemode=pi.livemode,
+            operation=operation,
+            payment_intent_id=pi.id,
+            charge_id=charge_id,
+            refund_id=refund_id,
+            acquirer=acquirer,
+            idempotency_key=f"pw_{att_id}",
+            amount=amount,
+            currency=pi.currency,
+            status="pending",
+            request=request,
+            response=None,
+            error=None,
+            created=now,
+            updated=now,
+            reconcile_after=None,
+            reconcile_count=0,
+        )
+
+    def _mark_attempt(
+        self,
+        attempt_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        response: dict[str, Any] | None = None,
+        reconcile: bool = False,
+    ) -> None:
+        with self.db.write() as s:
+            att = s.scalar(select(AcquirerAttempt).where(AcquirerAttempt.id == attempt_id))
+            assert att is not None
+            att.status = status
+            att.error = error[:255] if error else None
+            if response is not None:
+                att.response = response
+            att.updated = self._now()
+            att.reconcile_after = (
+                int(self.clock.now() + self.reconcile_grace) if reconcile else None
+            )
+
+    # ------------------------------------------------------------------ confirm
+    def confirm(
+        self,
+        *,
+        account_id: str,
+        livemode: bool,
+        pi_id: str,
+        values: dict[str, Any],
+        pepper: Any,
+        request_id: str | None,
+        idempotency_key: str | None,
+        client_secret: str | None = None,
+    ) -> dict[str, Any]:
+        """Confirm an intent. Raises CardError on a decline (after recording it)."""
+        now = self._now()
+        pinned: tuple[str, str] | None = (
+            None  # (acquirer, authentication_id) for a 3DS continuation
+        )
+        with self.db.write() as s:
+            pi = self.get_intent(
+                s, account_id=account_id, livemode=livemode, pi_id=pi_id, for_update=True
+            )
+            if client_secret is not None:
+                check_client_secret(pi, client_secret)
+            if pi.status not in CONFIRMABLE:
+                raise unexpected_state(pi, "confirm", CONFIRMABLE)
+            if values.get("payment_method"):
+                pm = methods.resolve(
+                    s,
+                    account_id=account_id,
+                    livemode=livemode,
+                    pm_id=values["payment_method"],
+                    now=now,
+                    pepper=pepper,
+                )
+                _check_pm_customer(pm, pi)
+                pi.payment_method_id = pm.id
+            elif pi.status == "requires_action":
+                pinned = self._pending_authentication(s, pi)
+            for f in ("receipt_email", "return_url", "capture_method"):
+                if values.get(f) is not None:
+                    setattr(pi, f, values[f])
+            if pi.payment_method_id is None:
+                raise InvalidRequestError(
+                    "You cannot confirm this PaymentIntent because it's missing a payment method. "
+                    "Update the PaymentIntent with a payment method and then confirm it again.",
+                    code="payment_intent_unexpected_state",
+                    param="payment_method",
+                )
+            pm = methods.get(
+                s, account_id=account_id, livemode=livemode, pm_id=pi.payment_method_id
+            )
+            previous_status = pi.status
+            pi.status = "processing"
+            pi.version += 1
+            pi.last_payment_error = None
+            plan = _AuthPlan(
+                pi_id=pi.id,
+                account_id=account_id,
+                livemode=livemode,
+                version=pi.version,
+                request=self._auth_request(pi, pm, pinned[1] if pinned else None),
+                acquirer=pinned[0] if pinned else None,
+                request_id=request_id,
+                idempotency_key=idempotency_key,
+            )
+            error_on_action = bool(values.get("error_on_requires_action"))
+        if pinned is not None:
+            status = self._authentication_status(pinned[0], pinned[1])
+            if status == "pending":
+                return self._restore(plan, previous_status)
+            if status != "authenticated":
+                return self._authentication_failed(plan)
+        outcome = self._authorize(plan)
+        return self._settle_authorization(plan, outcome, error_on_action=error_on_action)
+
+    def _auth_request(
+        self, pi: PaymentIntent, pm: PaymentMethod, authentication_id: str | None
+    ) -> AuthorizationRequest:
+        kind, _, ref = pm.card_ref.partition(":")
+        card = CardRef(
+            test_ref=ref if kind == "test" else None,
+            network_token=ref if kind != "test" else None,
+            exp_month=pm.exp_month,
+            exp_year=pm.exp_year,
+        )
+        return AuthorizationRequest(
+            amount=pi.amount,
+            currency=pi.currency,
+            capture=pi.capture_method != "manual",
+            card=card,
+            merchant_reference=pi.id,
+            description=pi.description,
+            authentication_id=authentication_id,
+            return_url=None,  # filled per attempt (the return URL names the attempt)
+        )
+
+    def _pending_authentication(self, s: Session, pi: PaymentIntent) -> tuple[str, str] | None:
+        att = s.scalar(
+            select(AcquirerAttempt)
+            .where(
+                AcquirerAttempt.payment_intent_id == pi.id,
+                AcquirerAttempt.operation == "authorize",
+                AcquirerAttempt.status == "requires_authentication",
+            )
+            .order_by(AcquirerAttempt.pk.desc())
+        )
+        if att is None or not att.response or not att.response.get("authentication_id"):
+            return None
+        return att.acquirer, str(att.response["authentication_id"])
+
+    def _authentication_status(self, acquirer: str, authentication_id: str) -> str:
+        try:
+            return self.router.get(acquirer).authentication_status(authentication_id).status
+        except AcquirerError as exc:
+            raise AcquirerUnavailableError(
+                "The card network could not be reached to check authentication. Try again.",
+                code="acquirer_unavailable",
+            ) from exc
+
+    def _restore(self, plan: _AuthPlan, status: str) -> dict[str, Any]:
+        with self.db.write() as s:
+            pi = self.get_intent(
+                s,
+                account_id=plan.account_id,
+                livemode=plan.livemode,
+                pi_id=plan.pi_id,
+                for_update=True,
+            )
+            if pi.status == "processing" and pi.version == plan.version:
+                pi.status = status
+                pi.version += 1
+            return render_intent(pi)
+
+    def _authentication_failed(self, plan: _AuthPlan) -> dict[str, Any]:
+        with self.db.write() as s:
+            pi = self.get_intent(
+                s,
+                account_id=plan.account_id,
+                livemode=plan.livemode,
+                pi_id=plan.pi_id,
+                for_update=True,
+            )
+            pm = methods.get(
+                s, account_id=pi.account_id, livemode=pi.livemode, pm_id=str(pi.payment_method_id)
+            )
+            pi.status = "requires_payment_method"
+            pi.version += 1
+            pi.next_action = None
+            pi.last_payment_error = {
+                "type": "invalid_request_error",
+                "code": "payment_intent_authentication_failure",
+                "message": (
+                    "The provided PaymentMethod has failed authentication. You can provide "
+                    "payment_method_data or a new PaymentMethod to attempt to fulfill this "
+                    "PaymentIntent again."
+                ),
+                "payment_method": methods.render(pm),
+            }
+            self._event(
+                s,
+                pi,
+                "payment_intent.payment_failed",
+                render_intent(pi),
+                request_id=plan.request_id,
+                idempotency_key=plan.idempotency_key,
+            )
+            return render_intent(pi)
+
+    def _authorize(self, plan: _AuthPlan) -> _Outcome:
+        candidates: list[AcquirerConnector]
+        if plan.acquirer is not None:
+            candidates = [self.router.get(plan.acquirer)]
+        else:
+            candidates = self.router.candidates()
+        for conn in candidates:
+            attempt_id = new_id("att", 24)
+            req = dataclasses.replace(
+                plan.request, return_url=f"{self.base_url}/v1/paywarden/3ds/return/{attempt_id}"
+            )
+            key = self._record_auth_attempt(plan, conn.name, req, attempt_id)
+            try:
+                result = self._call_with_retry(
+                    lambda c=conn, r=req, k=key: c.authorize(r, idempotency_key=k)
+                )
+            except AcquirerUnavailable as exc:
+                self.router.record_failure(conn.name)
+                self._mark_attempt(attempt_id, "failed", error=f"unavailable: {type(exc).__name__}")
+                continue
+            except AcquirerOutcomeUnknown as exc:
+                # The charge may have happened: never fail over. Reconcile later.
+                self.router.record_failure(conn.name)
+                self._mark_attempt(
+                    attempt_id, "unknown", error=f"unknown: {type(exc).__name__}", reconcile=True
+                )
+                return _Outcome("unknown", attempt_id, conn.name)
+            except AcquirerError as exc:
+                self._mark_attempt(attempt_id, "failed", error=f"rejected: {str(exc)[:200]}")
+                return _Outcome("unavailable", attempt_id, conn.name)
+            self.router.record_success(conn.name)
+            return _Outcome("result", attempt_id, conn.name, result)
+        return _Outcome("unavailable")
+
+    def _record_auth_attempt(
+        self, plan: _AuthPlan, acquirer: str, req: AuthorizationRequest, attempt_id: str
+    ) -> str:
+        with self.db.write() as s:
+            pi = self.get_intent(
+                s, account_id=plan.account_id, livemode=plan.livemode, pi_id=plan.pi_id
+            )
+            att = self._new_attempt(
+                pi=pi,
+                operation="authorize",
+                acquirer=acquirer,
+                amount=req.amount,
+                request=_auth_request_json(req),
+            )
+            att.id = attempt_id
+            att.idempotency_key = f"pw_{attempt_id}"
+            s.add(att)
+            return att.idempotency_key
+
+    @staticmethod
+    def _call_with_retry(fn: Any) -> Any:
+        """One immediate retry with the same idempotency key on an unknown outcome:
+        a lost response is then answered from the acquirer's idempotency record."""
+        try:
+            return fn()
+        except AcquirerOutcomeUnknown:
+            try:
+                return fn()
+            except AcquirerUnavailable as exc:
+                # The first try may still have landed: the outcome stays unknown.
+                raise AcquirerOutcomeUnknown(str(exc)) from exc
+
+    def _settle_authorization(
+        self, plan: _AuthPlan, outcome: _Outcome, *, error_on_action: bool = False
+    ) -> dict[str, Any]:
+        if outcome.kind == "unknown":
+            with self.db.read() as s:
+                pi = self.get_intent(
+                    s, account_id=plan.account_id, livemode=plan.livemode, pi_id=plan.pi_id
+                )
+                return render_intent(pi)
+        if outcome.kind == "unavailable" or outcome.result is None:
+            return self._fail_unavailable(plan)
+        assert outcome.attempt_id is not None and outcome.acquirer is not None
+        card_error = self.apply_authorization(
+            pi_id=plan.pi_id,
+            attempt_id=outcome.attempt_id,
+            acquirer=outcome.acquirer,
+            result=outcome.result,
+            request_id=plan.request_id,
+            idempotency_key=plan.idempotency_key,
+            error_on_action=error_on_action,
+        )
+        if card_error is not None:
+            raise card_error
+        with self.db.read() as s:
+            pi = self.get_intent(
+                s, account_id=plan.account_id, livemode=plan.livemode, pi_id=plan.pi_id
+            )
+            return render_intent(pi)
+
+    def _fail_unavailable(self, plan: _AuthPlan) -> dict[str, Any]:
+        with self.db.write() as s:
+            pi = self.get_intent(
+                s,
+                account_id=plan.account_id,
+                livemode=plan.livemode,
+                pi_id=plan.pi_id,
+                for_update=True,
+            )
+            pi.status = "requires_payment_method"
+            pi.version += 1
+            err = {
+                "type": "card_error",
+                "code": "processing_error",
+                "decline_code": "processing_error",
+                "message": DECLINE_MESSAGES["processing_error"],
+            }
+            pi.last_payment_error = err
+            self._event(
+                s,
+                pi,
+                "payment_intent.payment_failed",
+                render_intent(pi),
+                request_id=plan.request_id,
+                idempotency_key=plan.idempotency_key,
+            )
+            body = render_intent(pi)
+        raise CardError(
+            err["message"],
+            code="processing_error",
+            decline_code="processing_error",
+            extra={"payment_intent": body},
+        )
+
+    def apply_authorization(
+        self,
+        *,
+        pi_id: str,
+        attempt_id: str,
+        acquirer: str,
+        result: AuthorizationResult,
+        request_id: str | None,
+        idempotency_key: str | None,
+        error_on_action: bool = False,
+    ) -> CardError | None:
+        """Settle an authorization result (from a live call or the reconciler)."""
+        now = self._now()
+        with self.db.write() as s:
+            att = s.scalar(
+                select(AcquirerAttempt).where(AcquirerAttempt.id == attempt_id).with_for_update()
+            )
+            assert att is not None
+            if att.status not in ("pending", "unknown"):
+                return None  # already settled (e.g. by the reconciler)
+            pi = s.scalar(select(PaymentIntent).where(PaymentIntent.id == pi_id).with_for_update())
+            assert pi is not None
+            att.status = result.status
+            att.response = _auth_result_json(result)
+            att.updated = now
+            att.reconcile_after = None
+            pm = methods.get(
+                s, account_id=pi.account_id, livemode=pi.livemode, pm_id=str(pi.payment_method_id)
+            )
+            ev: dict[str, Any] = {"request_id": request_id, "idempotency_key": idempotency_key}
+
+            if result.status == "requires_authentication":
+                if error_on_action:
+                    return self._decline(
+                        s, pi, pm, att, acquirer, "authentication_required", result, ev
+                    )
+                pi.status = "requires_action"
+                pi.version += 1
+                pi.next_action = {
+                    "type": "redirect_to_url",
+                    "redirect_to_url": {
+                        "url": result.authentication_url,
+                        "return_url": pi.return_url,
+                    },
+                }
+                self._event(s, pi, "payment_intent.requires_action", render_intent(pi), **ev)
+                return None
+            if result.status == "declined":
+                return self._decline(
+                    s, pi, pm, att, acquirer, result.decline_code or "generic_decline", result, ev
+                )
+
+            captured = result.status == "captured"
+            ch = self._new_charge(pi, pm, acquirer, result, now)
+            ch.status, ch.paid, ch.captured = "succeeded", True, captured
+            ch.amount_captured = result.amount_captured if captured else 0
+            ch.outcome = _outcome(
+                "authorized", "approved_by_network", None, result, "Payment complete."
+            )
+            s.add(ch)
+            att.charge_id = ch.id
+            pi.latest_charge_id = ch.id
+            pi.next_action = None
+            pi.version += 1
+            self._event(s, pi, "charge.succeeded", render_charge(ch), **ev)
+            if captured:
+                pi.status = "succeeded"
+                pi.amount_received = ch.amount_captured
+                pi.amount_capturable = 0
+                self._event(s, pi, "payment_intent.succeeded", render_intent(pi), **ev)
+            else:
+                pi.status = "requires_capture"
+                pi.amount_capturable = result.amount
+                self._event(
+                    s, pi, "payment_intent.amount_capturable_updated", render_intent(pi), **ev
+                )
+            return None
+
+    def _new_charge(
+        self,
+        pi: PaymentIntent,
+        pm: PaymentMethod,
+        acquirer: str,
+        result: AuthorizationResult,
+        now: int,
+    ) -> Charge:
+        return Charge(
+            id=new_id("ch", 24),
+            account_id=pi.account_id,
+            livemode=pi.livemode,
+            created=now,
+            payment_intent_id=pi.id,
+            payment_method_id=pm.id,
+            customer_id=pi.customer_id,
+            amount=pi.amount,
+            amount_captured=0,
+            amount_refunded=0,
+            currency=pi.currency,
+            status="failed",
+            captured=False,
+            paid=False,
+            failure_code=None,
+            failure_message=None,
+            outcome=None,
+            acquirer=acquirer,
+            acquirer_reference=result.reference,
+            authentication_id=result.authentication_id,
+            description=pi.description,
+            metadata_=dict(pi.metadata_),
+            payment_method_details={"card": methods.card_details(pm), "type": "card"},
+        )
+
+    def _decline(
+        self,
+        s: Session,
+        pi: PaymentIntent,
+        pm: PaymentMethod,
+        att: AcquirerAttempt,
+        acquirer: str,
+        decline_code: str,
+        result: AuthorizationResult,
+        ev: dict[str, Any],
+    ) -> CardError:
+        now = self._now()
+        code = decline_code if decline_code in CODE_IS_DECLINE else "card_declined"
+        if decline_code == "authentication_required":
+            code = "authentication_required"
+        message = DECLINE_MESSAGES.get(decline_code, "Your card was declined.")
+        ch = self._new_charge(pi, pm, acquirer, result, now)
+        ch.failure_code = code
+        ch.failure_message = message
+        ch.outcome = _outcome(
+            "issuer_declined",
+            result.network_status or "declined_by_network",
+            decline_code,
+            result,
+            SELLER_MESSAGES.get(
+                decline_code, "The bank did not return any further details with this decline."
+            ),
+        )
+        s.add(ch)
+        att.charge_id = ch.id
+        pi.latest_charge_id = ch.id
+        pi.status = "requires_payment_method"
+        pi.next_action = None
+        pi.version += 1
+        err = {
+            "type": "card_error",
+            "code": code,
+            "decline_code": decline_code,
+            "message": message,
+            "charge": ch.id,
+            "payment_method": methods.render(pm),
+        }
+        pi.last_payment_error = err
+        self._event(s, pi, "charge.failed", render_charge(ch), **ev)
+        self._event(s, pi, "payment_intent.payment_failed", render_intent(pi), **ev)
+        return CardError(
+            message,
+            code=code,
+            decline_code=decline_code,
+            extra={
+                "charge": ch.id,
+                "payment_intent": render_intent(pi),
+                "payment_method": methods.render(pm),
+            },
+        )
+
+    # ------------------------------------------------------------ 3DS return
+    def three_d_secure_return(self, attempt_id: str) -> tuple[PaymentIntent, str | None]:
+        """The customer's browser came back from the ACS. Continue the payment."""
+        with self.db.read() as s:
+            att = s.scalar(select(AcquirerAttempt).where(AcquirerAttempt.id == attempt_id))
+            if att is None or att.operation != "authorize":
+                raise ResourceMissingError("authentication session", attempt_id)
+            pi = s.scalar(select(PaymentIntent).where(PaymentIntent.id == att.payment_intent_id))
+            assert pi is not None
+        if pi.status == "requires_action":
+            with contextlib.suppress(CardError):  # recorded on the intent for the merchant
+                self.confirm(
+                    account_id=pi.account_id,
+                    livemode=pi.livemode,
+                    pi_id=pi.id,
+                    values={},
+                    pepper=None,
+                    request_id=None,
+                    idempotency_key=None,
+                )
+        with self.db.read() as s:
+            pi2 = s.scalar(select(PaymentIntent).where(PaymentIntent.id == att.payment_intent_id))
+            assert pi2 is not None
+            return pi2, pi2.return_url
+
+    # ------------------------------------------------------------------ capture
+    def capture(
+        self,
+        *,
+        account_id: str,
+        livemode: bool,
+        pi_id: str,
+        amount_to_capture: int | None,
+        metadata: dict[str, str] | None,
+        request_id: str | None,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
+        with self.db.write() as s:
+            pi = self.get_intent(
+                s, account_id=account_id, livemode=livemode, pi_id=pi_id, for_update=True
+            )
+            if pi.status != "requires_capture":
+                raise unexpected_state(pi, "capture", ("requires_capture",))
+            amount = pi.amount_capturable if amount_to_capture is None else amount_to_capture
+            if amount > pi.amount_capturable:
+                raise InvalidRequestError(
+                    f"The amount to capture ({amount}) is greater than the amount capturable "
+                    f"({pi.amount_capturable}).",
+                    code="amount_too_large",
+                    param="amount_to_capture",
+                )
+            ch = self.get_charge(s, pi.latest_charge_id, for_update=True)
+            assert ch is not None and ch.acquirer is not None and ch.acquirer_reference is not None
+            if metadata is not None:
+                pi.metadata_ = merge_metadata(pi.metadata_, metadata)
+            pi.status = "processing"
+            pi.version += 1
+            att = self._new_attempt(
+                pi=pi,
+                operation="capture",
+                acquirer=ch.acquirer,
+                amount=amount,
+                request={"reference": ch.acquirer_reference, "amount": amount},
+                charge_id=ch.id,
+            )
+            s.add(att)
+            attempt_id, key, acquirer, reference = (
+                att.id,
+                att.idempotency_key,
+                ch.acquirer,
+                ch.acquirer_reference,
+            )
+        conn = self.router.get(acquirer)
+        try:
+            res = self._call_with_retry(
+                lambda: conn.capture(reference, amount, idempotency_key=key)
+            )
+        except AcquirerUnavailable as exc:
+            self._mark_attempt(attempt_id, "failed", error=type(exc).__name__)
+            self._revert(account_id, livemode, pi_id, "requires_capture")
+            raise AcquirerUnavailableError(
+                "The acquirer could not be reached; the payment is still authorized. Try the "
+                "capture again.",
+                code="acquirer_unavailable",
+            ) from exc
+        except AcquirerOutcomeUnknown as exc:
+            self._mark_attempt(attempt_id, "unknown", error=type(exc).__name__, reconcile=True)
+            return self._render(account_id, livemode, pi_id)
+        self.apply_capture(
+            attempt_id=attempt_id,
+            amount_captured=res.amount_captured,
+            status=res.status,
+            raw=res.raw,
+            request_id=request_id,
+            idempotency_key=idempotency_key,
+        )
+        return self._render(account_id, livemode, pi_id)
+
+    def apply_capture(
+        self,
+        *,
+        attempt_id: str,
+        amount_captured: int,
+        status: str,
+        raw: dict[str, Any],
+        request_id: str | None,
+        idempotency_key: str | None,
+    ) -> None:
+        with self.db.write() as s:
+            att = s.scalar(
+                select(AcquirerAttempt).where(AcquirerAttempt.id == attempt_id).with_for_update()
+            )
+            assert att is not None
+            if att.status not in ("pending", "unknown"):
+                return
+            pi = s.scalar(
+                select(PaymentIntent)
+                .where(PaymentIntent.id == att.payment_intent_id)
+                .with_for_update()
+            )
+            ch = self.get_charge(s, att.charge_id, for_update=True)
+            assert pi is not None and ch is not None
+            att.status, att.response, att.updated, att.reconcile_after = (
+                status,
+                raw,
+                self._now(),
+                None,
+            )
+            ev: dict[str, Any] = {"request_id": request_id, "idempotency_key": idempotency_key}
+            pi.version += 1
+            if status != "captured":
+                pi.status = "requires_capture"
+                return
+            ch.captured = True
+            ch.amount_captured = amount_captured
+            pi.status = "succeeded"
+            pi.amount_received = amount_captured
+            pi.amount_capturable = 0
+            self._event(s, pi, "charge.captured", render_charge(ch), **ev)
+            self._event(s, pi, "payment_intent.succeeded", render_intent(pi), **ev)
+
+    def _revert(self, account_id: str, livemode: bool, pi_id: str, status: str) -> None:
+        with self.db.write() as s:
+            pi = self.get_intent(
+                s, account_id=account_id, livemode=livemode, pi_id=pi_id, for_update=True
+            )
+            pi.status = status
+            pi.version += 1
+
+    def _render(self, account_id: str, livemode: bool, pi_id: str) -> dict[str, Any]:
+        with self.db.read() as s:
+            return render_intent(
+                self.get_intent(s, account_id=account_id, livemode=livemode, pi_id=pi_id)
+            )
+
+    # ------------------------------------------------------------------- cancel
+    def cancel(
+        self,
+        *,
+        account_id: str,
+        livemode: bool,
+        pi_id: str,
+        reason: str | None,
+        request_id: str | None,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
+        ev: dict[str, Any] = {"request_id": request_id, "idempotency_key": idempotency_key}
+        with self.db.write() as s:
+            pi = self.get_intent(
+                s, account_id=account_id, livemode=livemode, pi_id=pi_id, for_update=True
+            )
+            if pi.status not in CANCELABLE:
+                raise unexpected_state(pi, "cancel", CANCELABLE)
+            pi.cancellation_reason = reason
+            if pi.status != "requires_capture":
+                self._mark_canceled(s, pi, None, ev)
+                return render_intent(pi)
+            ch = self.get_charge(s, pi.latest_charge_id, for_update=True)
+            assert ch is not None and ch.acquirer is not None and ch.acquirer_reference is not None
+            pi.status = "processing"
+            pi.version += 1
+            att = self._new_attempt(
+                pi=pi,
+                operation="void",
+                acquirer=ch.acquirer,
+                amount=ch.amount,
+                request={"reference": ch.acquirer_reference},
+                charge_id=ch.id,
+            )
+            s.add(att)
+            attempt_id, key, acquirer, reference = (
+                att.id,
+                att.idempotency_key,
+                ch.acquirer,
+                ch.acquirer_reference,
+            )
+        conn = self.router.get(acquirer)
+        try:
+            self._call_with_retry(lambda: conn.void(reference, idempotency_key=key))
+        except AcquirerUnavailable as exc:
+            self._mark_attempt(attempt_id, "failed", error=type(exc).__name__)
+            self._revert(account_id, livemode, pi_id, "requires_capture")
+            raise AcquirerUnavailableError(
+                "The acquirer could not be reached; the payment is still authorized. Try again.",
+                code="acquirer_unavailable",
+            ) from exc
+        except AcquirerOutcomeUnknown as exc:
+            self._mark_attempt(attempt_id, "unknown", error=type(exc).__name__, reconcile=True)
+            return self._render(account_id, livemode, pi_id)
+        self.apply_void(attempt_id=attempt_id, **ev)
+        return self._render(account_id, livemode, pi_id)
+
+    def apply_void(
+        self, *, attempt_id: str, request_id: str | None, idempotency_key: str | None
+    ) -> None:
+        with self.db.write() as s:
+            att = s.scalar(
+                select(AcquirerAttempt).where(AcquirerAttempt.id == attempt_id).with_for_update()
+            )
+            assert att is not None
+            if att.status not in ("pending", "unknown"):
+                return
+            att.status, att.updated, att.reconcile_after = "voided", self._now(), None
+            pi = s.scalar(
+                select(PaymentIntent)
+                .where(PaymentIntent.id == att.payment_intent_id)
+                .with_for_update()
+            )
+            ch = self.get_charge(s, att.charge_id, for_update=True)
+            assert pi is not None
+            self._mark_canceled(
+                s, pi, ch, {"request_id": request_id, "idempotency_key": idempotency_key}
+            )
+
+    def _mark_canceled(
+        self, s: Session, pi: PaymentIntent, ch: Charge | None, ev: dict[str, Any]
+    ) -> None:
+        pi.status = "canceled"
+        pi.canceled_at = self._now()
+        pi.amount_capturable = 0
+        pi.next_action = None
+        pi.version += 1
+        if ch is not None:
+            # Stripe refunds the uncaptured charge in full when its intent is canceled.
+            ch.amount_refunded = ch.amount
+            self._event(s, pi, "charge.refunded", render_charge(ch), **ev)
+        self._event(s, pi, "payment_intent.canceled", render_intent(pi), **ev)
+
+    # ------------------------------------------------------------------- refund
+    def refund(
+        self,
+        *,
+        account_id: str,
+        livemode: bool,
+        charge_id: str | None,
+        pi_id: str | None,
+        amount: int | None,
+        reason: str | None,
+        metadata: dict[str, str],
+        request_id: str | None,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
+        now = self._now()
+        with self.db.write() as s:
+            if pi_id:
+                pi = self.get_intent(
+                    s, account_id=account_id, livemode=livemode, pi_id=pi_id, for_update=True
+                )
+                charge_id_resolved = pi.latest_charge_id
+                if pi.status != "succeeded" or charge_id_resolved is None:
+                    raise InvalidRequestError(
+                        f"This PaymentIntent ({pi.id}) has no successful charge to refund.",
+                        code="charge_not_refundable" if pi.status != "succeeded" else None,
+                        param="payment_intent",
+                    )
+            else:
+                assert charge_id is not None
+                charge_id_resolved = charge_id
+            ch = self.get_charge(s, charge_id_resolved, for_update=True)
+            if ch is None or ch.account_id != account_id or ch.livemode != livemode:
+                raise ResourceMissingError("charge", charge_id_resolved, param="charge")
+            pi = self.get_intent(
+                s, account_id=account_id, livemode=livemode, pi_id=ch.payment_intent_id
+            )
+            if not ch.captured or ch.status != "succeeded":
+                raise InvalidRequestError(
+                    f"Charge {ch.id} has not been captured and cannot be refunded; cancel its "
+                    "PaymentIntent instead.",
+                    code="charge_not_refundable",
+                    param="charge",
+                )
+            remaining = ch.amount_captured - ch.amount_refunded
+            if remaining <= 0:
+                raise InvalidRequestError(
+                    f"Charge {ch.id} has already been refunded.",
+                    code="charge_already_refunded",
+                )
+            amount = remaining if amount is None else amount
+            if amount > remaining:
+                raise InvalidRequestError(
+                    f"Refund amount ({amount}) is greater than unrefunded amount on charge "
+                    f"({remaining})",
+                    code="amount_too_large",
+                    param="amount",
+                )
+            ch.amount_refunded += amount  # reserved now, released if the refund fails
+            rf = Refund(
+                id=new_id("re", 24),
+                account_id=account_id,
+                livemode=livemode,
+                created=now,
+                charge_id=ch.id,
+                payment_intent_id=ch.payment_intent_id,
+                amount=amount,
+                currency=ch.currency,
+                status="pending",
+                reason=reason,
+                failure_reason=None,
+                metadata_=metadata,
+                acquirer_reference=None,
+            )
+            s.add(rf)
+            assert ch.acquirer is not None and ch.acquirer_reference is not None
+            att = self._new_attempt(
+                pi=pi,
+                operation="refund",
+                acquirer=ch.acquirer,
+                amount=amount,
+                request={"reference": ch.acquirer_reference, "amount": amount},
+                charge_id=ch.id,
+                refund_id=rf.id,
+            )
+            s.add(att)
+            self._event(
+                s,
+                pi,
+                "refund.created",
+                render_refund(rf),
+                request_id=request_id,
+                idempotency_key=idempotency_key,
+            )
+            attempt_id, key, acquirer, reference, refund_id = (
+                att.id,
+                att.idempotency_key,
+                ch.acquirer,
+                ch.acquirer_reference,
+                rf.id,
+            )
+        conn = self.router.get(acquirer)
+        try:
+            res = self._call_with_retry(lambda: conn.refund(reference, amount, idempotency_key=key))
+        except (AcquirerUnavailable, AcquirerOutcomeUnknown) as exc:
+            # Refunds are asynchronous in Stripe too: it stays pending and the
+            # reconciler completes it with the same idempotency key.
+            self._mark_attempt(attempt_id, "unknown", error=type(exc).__name__, reconcile=True)
+            return self._render_refund(refund_id)
+        self.apply_refund(
+            attempt_id=attempt_id,
+            status=res.status,
+            reference=res.reference,
+            failure_reason=res.failure_reason,
+            raw=res.raw,
+            request_id=request_id,
+            idempotency_key=idempotency_key,
+        )
+        return self._render_refund(refund_id)
+
+    def apply_refund(
+        self,
+        *,
+        attempt_id: str,
+        status: str,
+        reference: str | None,
+        failure_reason: str | None,
+        raw: dict[str, Any],
+        request_id: str | None,
+        idempotency_key: str | None,
+    ) -> None:
+        with self.db.write() as s:
+            att = s.scalar(
+                select(AcquirerAttempt).where(AcquirerAttempt.id == attempt_id).with_for_update()
+            )
+            assert att is not None
+            if att.status not in ("pending", "unknown"):
+                return
+            rf = s.scalar(select(Refund).where(Refund.id == att.refund_id).with_for_update())
+            ch = self.get_charge(s, att.charge_id, for_update=True)
+            pi = s.scalar(select(PaymentIntent).where(PaymentIntent.id == att.payment_intent_id))
+            assert rf is not None and ch is not None and pi is not None
+            att.status, att.response, att.updated, att.reconcile_after = (
+                status,
+                raw,
+                self._now(),
+                None,
+            )
+            ev: dict[str, Any] = {"request_id": request_id, "idempotency_key": idempotency_key}
+            rf.acquirer_reference = reference
+            if status == "succeeded":
+                rf.status = "succeeded"
+                self._event(s, pi, "charge.refunded", render_charge(ch), **ev)
+                self._event(s, pi, "refund.updated", render_refund(rf), **ev)
+            else:
+                rf.status = "failed"
+                rf.failure_reason = failure_reason or "unknown"
+                ch.amount_refunded -= rf.amount
+                self._event(s, pi, "refund.failed", render_refund(rf), **ev)
+            self._event(s, pi, "charge.refund.updated", render_refund(rf), **ev)
+
+    def _render_refund(self, refund_id: str) -> dict[str, Any]:
+        with self.db.read() as s:
+            rf = s.scalar(select(Refund).where(Refund.id == refund_id))
+            assert rf is not None
+            return render_refund(rf)
+
+
+def check_client_secret(pi: PaymentIntent, client_secret: str) -> None:
+    if not hmac.compare_digest(pi.client_secret.encode(), client_secret.encode()):
+        # Same message as a missing object: a wrong secret reveals nothing.
+        raise ResourceMissingError("payment_intent", pi.id)
+
+
+def _check_pm_customer(pm: PaymentMethod, pi: PaymentIntent) -> None:
+    if pm.customer_id is not None and pm.customer_id != pi.customer_id:
+        raise InvalidRequestError(
+            f"The provided PaymentMethod {pm.id} is attached to another customer; it cannot be "
+            "used with this PaymentIntent.",
+            param="payment_method",
+        )
+
+
+def _outcome(
+    type_: str,
+    network_status: str,
+    reason: str | None,
+    result: AuthorizationResult,
+    seller_message: str,
+) -> dict[str, Any]:
+    risk = str(result.raw.get("risk_level") or "normal")
+    return {
+        "advice_code": None,
+        "network_advice_code": None,
+        "network_decline_code": None,
+        "network_status": network_status,
+        "reason": reason,
+        "risk_level": risk,
+        "risk_score": None,  # set by the fraud engine once it scores payments
+        "rule": None,
+        "seller_message": seller_message,
+        "type": type_,
+    }
+
+
+def _auth_request_json(req: AuthorizationRequest) -> dict[str, Any]:
+    return {
+        "amount": req.amount,
+        "currency": req.currency,
+        "capture": req.capture,
+        "card": {
+            "test_ref": req.card.test_ref,
+            "network_token": req.card.network_token,
+            "exp_month": req.card.exp_month,
+            "exp_year": req.card.exp_year,
+        },
+        "merchant_reference": req.merchant_reference,
+        "description": req.description,
+        "authentication_id": req.authentication_id,
+        "return_url": req.return_url,
+    }
+
+
+def auth_request_from_json(d: dict[str, Any]) -> AuthorizationRequest:
+    card = d.get("card") or {}
+    return AuthorizationRequest(
+        amount=int(d["amount"]),
+        currency=str(d["currency"]),
+        capture=bool(d["capture"]),
+        card=CardRef(
+            test_ref=card.get("test_ref"),
+            network_token=card.get("network_token"),
+            exp_month=card.get("exp_month"),
+            exp_year=card.get("exp_year"),
+        ),
+        merchant_reference=str(d["merchant_reference"]),
+        description=d.get("description"),
+        authentication_id=d.get("authentication_id"),
+        return_url=d.get("return_url"),
+    )
+
+
+def _auth_result_json(r: AuthorizationResult) -> dict[str, Any]:
+    return {
+        "reference": r.reference,
+        "status": r.status,
+        "amount": r.amount,
+        "amount_captured": r.amount_captured,
+        "currency": r.currency,
+        "decline_code": r.decline_code,
+        "network_status": r.network_status,
+        "authentication_id": r.authentication_id,
+        "authentication_url": r.authentication_url,
+    }
