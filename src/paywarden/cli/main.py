@@ -22,6 +22,8 @@ from paywarden.tenancy.scopes import parse_scope_args
 
 
 def _settings() -> Settings:
+    # Everything Paywarden writes (databases, logs, keys) is private to its user.
+    os.umask(0o077)
     s = Settings()
     ensure_home(s.home)
     return s

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from paywarden.core.errors import StripeError
 from paywarden.gateway.container import Gateway
+from paywarden.gateway import webhook_routes
 from paywarden.gateway.routes import endpoints
 from paywarden.http.api import RequestIdMiddleware, error_response, make_route, not_found
 
@@ -56,7 +57,7 @@ def create_app(gw: Gateway, *, background: bool = False) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    routes = [make_route(gw, ep) for ep in endpoints()]
+    routes = [make_route(gw, ep) for ep in [*endpoints(), *webhook_routes.endpoints()]]
     routes.append(Route("/v1/paywarden/3ds/return/{attempt_id}", three_ds_return, methods=["GET"]))
     routes.append(Route("/healthz", health, methods=["GET"]))
 
