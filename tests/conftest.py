@@ -6,9 +6,11 @@ session; each test gets its own gateway database and its own merchants.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +37,12 @@ class Acquirers:
     urls: dict[str, str]
 
     def control(self, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        r = httpx.post(f"{self.urls[name]}{path}", json=body or {},
-                       headers={"Authorization": f"Bearer {ACQUIRER_TOKEN}"}, timeout=5)
+        r = httpx.post(
+            f"{self.urls[name]}{path}",
+            json=body or {},
+            headers={"Authorization": f"Bearer {ACQUIRER_TOKEN}"},
+            timeout=5,
+        )
         r.raise_for_status()
         return r.json()
 
@@ -48,8 +54,11 @@ class Acquirers:
             self.control(name, "/_control/reset")
 
     def stats(self, name: str) -> Any:
-        r = httpx.get(f"{self.urls[name]}/_control/stats",
-                      headers={"Authorization": f"Bearer {ACQUIRER_TOKEN}"}, timeout=5)
+        r = httpx.get(
+            f"{self.urls[name]}/_control/stats",
+            headers={"Authorization": f"Bearer {ACQUIRER_TOKEN}"},
+            timeout=5,
+        )
         return r.json()
 
 
@@ -57,8 +66,9 @@ class Acquirers:
 def acquirers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Acquirers]:
     base = tmp_path_factory.mktemp("acquirers")
     apps = {
-        name: create_sandbox(name=name, db_path=str(base / f"{name}.db"), token=ACQUIRER_TOKEN,
-                             public_url="")
+        name: create_sandbox(
+            name=name, db_path=str(base / f"{name}.db"), token=ACQUIRER_TOKEN, public_url=""
+        )
         for name in ("sandbox_a", "sandbox_b")
     }
     with run_app_in_thread(apps["sandbox_a"]) as a, run_app_in_thread(apps["sandbox_b"]) as b:
@@ -73,15 +83,71 @@ def clean_acquirers(acquirers: Acquirers) -> Iterator[Acquirers]:
 
 
 def pg_url() -> str:
-    return os.environ.get("PAYWARDEN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    return os.environ.get(
+        "PAYWARDEN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+
+
+def redis_url() -> str:
+    return os.environ.get("PAYWARDEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def require_service(name: str, probe: Any) -> None:
+    """Skip when a scale-out service is missing, except in CI, where it must be there."""
+    try:
+        probe()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is required in CI but unreachable: {exc}")
+        pytest.skip(f"{name} not reachable ({type(exc).__name__}); set CI=true to require it")
+
+
+def _probe_pg() -> None:
+    import psycopg
+
+    psycopg.connect(_pg_dsn(), connect_timeout=2).close()
+
+
+def _pg_dsn() -> str:
+    return pg_url().replace("postgresql+psycopg://", "postgresql://")
+
+
+@contextlib.contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema; yields a URL whose search_path points at it."""
+    import psycopg
+
+    require_service("PostgreSQL", _probe_pg)
+    name = f"pw_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_pg_dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    sep = "&" if "?" in pg_url() else "?"
+    try:
+        yield f"{pg_url()}{sep}options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(_pg_dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Every API test runs on both storage backends."""
+    if request.param == "sqlite":
+        yield None
+        return
+    with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture
-def settings(tmp_path: Path, clean_acquirers: Acquirers) -> Settings:
+def settings(tmp_path: Path, clean_acquirers: Acquirers, database_url: str | None) -> Settings:
     return Settings(
         home=tmp_path / "home",
-        acquirers=[AcquirerConfig(name=n, url=u, priority=i)
-                   for i, (n, u) in enumerate(clean_acquirers.urls.items())],
+        database_url=database_url,
+        acquirers=[
+            AcquirerConfig(name=n, url=u, priority=i)
+            for i, (n, u) in enumerate(clean_acquirers.urls.items())
+        ],
         acquirer_timeout_seconds=1.0,
         reconcile_grace_seconds=0,
         circuit_failure_threshold=3,
@@ -110,15 +176,27 @@ class Merchant:
 
     def restricted(self, scopes: dict[str, str], livemode: bool = False) -> str:
         with self.gw.db.write() as s:
-            k = tenancy.create_key(s, account_id=self.account_id, kind="restricted", livemode=livemode,
-                                   pepper=self.gw.secrets.api_key_pepper, now=int(time.time()),
-                                   scopes=scopes)
+            k = tenancy.create_key(
+                s,
+                account_id=self.account_id,
+                kind="restricted",
+                livemode=livemode,
+                pepper=self.gw.secrets.api_key_pepper,
+                now=int(time.time()),
+                scopes=scopes,
+            )
             return k.secret.reveal()
 
     def key(self, kind: str, livemode: bool) -> str:
         with self.gw.db.write() as s:
-            k = tenancy.create_key(s, account_id=self.account_id, kind=kind, livemode=livemode,
-                                   pepper=self.gw.secrets.api_key_pepper, now=int(time.time()))
+            k = tenancy.create_key(
+                s,
+                account_id=self.account_id,
+                kind=kind,
+                livemode=livemode,
+                pepper=self.gw.secrets.api_key_pepper,
+                now=int(time.time()),
+            )
             return k.secret.reveal()
 
 
@@ -126,10 +204,22 @@ def make_merchant(gw: Gateway, name: str = "Acme") -> Merchant:
     now = int(time.time())
     with gw.db.write() as s:
         acct = tenancy.create_account(s, name=name, email=None, now=now)
-        sk = tenancy.create_key(s, account_id=acct.id, kind="secret", livemode=False,
-                                pepper=gw.secrets.api_key_pepper, now=now)
-        pk = tenancy.create_key(s, account_id=acct.id, kind="publishable", livemode=False,
-                                pepper=gw.secrets.api_key_pepper, now=now)
+        sk = tenancy.create_key(
+            s,
+            account_id=acct.id,
+            kind="secret",
+            livemode=False,
+            pepper=gw.secrets.api_key_pepper,
+            now=now,
+        )
+        pk = tenancy.create_key(
+            s,
+            account_id=acct.id,
+            kind="publishable",
+            livemode=False,
+            pepper=gw.secrets.api_key_pepper,
+            now=now,
+        )
         return Merchant(acct.id, sk.secret.reveal(), pk.secret.reveal(), gw)
 
 
@@ -154,11 +244,19 @@ class Api:
             h["Idempotency-Key"] = idem
         return h
 
-    def post(self, path: str, data: dict[str, Any] | None = None, *, key: str | None = None,
-             idem: str | None = None) -> httpx.Response:
+    def post(
+        self,
+        path: str,
+        data: dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        idem: str | None = None,
+    ) -> httpx.Response:
         return self.client.post(path, data=flatten(data or {}), headers=self._headers(key, idem))
 
-    def get(self, path: str, params: dict[str, Any] | None = None, *, key: str | None = None) -> httpx.Response:
+    def get(
+        self, path: str, params: dict[str, Any] | None = None, *, key: str | None = None
+    ) -> httpx.Response:
         return self.client.get(path, params=flatten(params or {}), headers=self._headers(key, None))
 
     def delete(self, path: str, *, key: str | None = None) -> httpx.Response:

@@ -113,7 +113,7 @@ class AcquirerAttempt(Base):
     idempotency_key: Mapped[str] = mapped_column(String(128))
     amount: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32))
     request: Mapped[dict[str, Any]]
     response: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(String(255))

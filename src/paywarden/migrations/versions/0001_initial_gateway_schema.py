@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 05:38:37.546476
+Create Date: 2026-11-24 05:43:14.779668
 """
 from alembic import op
 import sqlalchemy as sa
@@ -304,7 +304,7 @@ def upgrade() -> None:
     sa.Column('idempotency_key', sa.String(length=128), nullable=False),
     sa.Column('amount', sa.BigInteger(), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('status', sa.String(length=32), nullable=False),
     sa.Column('request', sa.JSON(), nullable=False),
     sa.Column('response', sa.JSON(), nullable=True),
     sa.Column('error', sa.String(length=255), nullable=True),
