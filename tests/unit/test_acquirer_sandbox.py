@@ -133,8 +133,12 @@ def authorize(
     )
 
 
-def post(api: httpx.Client, path: str, body: dict[str, Any] | None = None, key: str | None = None) -> httpx.Response:
-    return api.post(path, json=body or {}, headers={"Idempotency-Key": key or f"key-{uuid.uuid4()}"})
+def post(
+    api: httpx.Client, path: str, body: dict[str, Any] | None = None, key: str | None = None
+) -> httpx.Response:
+    return api.post(
+        path, json=body or {}, headers={"Idempotency-Key": key or f"key-{uuid.uuid4()}"}
+    )
 
 
 def stats(api: httpx.Client) -> dict[str, Any]:
@@ -185,7 +189,9 @@ def test_bad_or_missing_token_is_401(
 # ------------------------------------------------------------ authorizations
 
 
-@pytest.mark.parametrize(("capture", "status", "captured"), [(True, "captured", 1000), (False, "authorized", 0)])
+@pytest.mark.parametrize(
+    ("capture", "status", "captured"), [(True, "captured", 1000), (False, "authorized", 0)]
+)
 def test_approved_card(api: httpx.Client, capture: bool, status: str, captured: int) -> None:
     r = authorize(api, "visa", capture=capture, key="approve-" + str(capture) + str(uuid.uuid4()))
     assert r.status_code == 200
@@ -279,9 +285,10 @@ def test_the_ledger_never_keeps_a_card_number(tmp_path: Path) -> None:
     db = tmp_path / "sandbox.db"
     numbers = [unknown_valid_pan(), unknown_valid_pan("5"), pan_of("visa"), pan_of("refundFail")]
     app = create_app(name="sandbox_db", db_path=str(db), token=TOKEN, public_url="")
-    with run_app_in_thread(app) as url, httpx.Client(
-        base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as api:
+    with (
+        run_app_in_thread(app) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as api,
+    ):
         for number in numbers:
             body = authorize(api, {"pan": number, "cvc": "123"}).json()
             assert body["status"] == "captured"
@@ -295,7 +302,7 @@ def test_the_ledger_never_keeps_a_card_number(tmp_path: Path) -> None:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         assert {"authorizations", "refunds", "authentications", "idempotency"} <= set(tables)
         for table in tables:
-            for row in conn.execute(f"SELECT * FROM {table}"):  # noqa: S608 - table names from sqlite_master
+            for row in conn.execute(f"SELECT * FROM {table}"):
                 cells.extend(str(v) for v in row)
     conn.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
@@ -594,7 +601,9 @@ def test_3ds_full_flow_through_the_page(api: httpx.Client, base_url: str) -> Non
 
 
 def test_3ds_failed_authentication_declines(api: httpx.Client) -> None:
-    session = authorize(api, "authenticationRequired", return_url=RETURN_URL).json()["authentication"]
+    session = authorize(api, "authenticationRequired", return_url=RETURN_URL).json()[
+        "authentication"
+    ]
     done = complete(session["url"], "failed")
     assert done.status_code == 303
     assert api.get(f"/v1/authentications/{session['id']}").json()["status"] == "failed"
@@ -655,7 +664,10 @@ def test_3ds_outcome_after_authentication(
 
 def test_3ds_page_errors(base_url: str, api: httpx.Client) -> None:
     assert httpx.get(f"{base_url}/3ds/3ds_nope").status_code == 404
-    assert httpx.post(f"{base_url}/3ds/3ds_nope/complete", data={"result": "failed"}).status_code == 404
+    assert (
+        httpx.post(f"{base_url}/3ds/3ds_nope/complete", data={"result": "failed"}).status_code
+        == 404
+    )
     session = authorize(api, "threeDSecure2Required").json()["authentication"]
     bad = httpx.post(f"{session['url']}/complete", data={"result": "maybe"})
     assert bad.status_code == 400
@@ -666,9 +678,10 @@ def test_public_url_prefixes_the_3ds_link() -> None:
     app = create_app(
         name="sandbox_pub", db_path=None, token=TOKEN, public_url="https://acs.example/sandbox/"
     )
-    with run_app_in_thread(app) as url, httpx.Client(
-        base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as api:
+    with (
+        run_app_in_thread(app) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as api,
+    ):
         session = authorize(api, "threeDSecure2Required").json()["authentication"]
         assert session["url"] == f"https://acs.example/sandbox/3ds/{session['id']}"
 
@@ -683,8 +696,15 @@ def test_fault_control(api: httpx.Client) -> None:
         "count": None,
         "operations": ["authorize", "capture", "void", "refund"],
     }
-    set_ = api.post("/_control/faults", json={"mode": "timeout", "count": 2, "operations": ["void"]})
-    assert set_.json() == {"mode": "timeout", "latency_ms": 30000, "count": 2, "operations": ["void"]}
+    set_ = api.post(
+        "/_control/faults", json={"mode": "timeout", "count": 2, "operations": ["void"]}
+    )
+    assert set_.json() == {
+        "mode": "timeout",
+        "latency_ms": 30000,
+        "count": 2,
+        "operations": ["void"],
+    }
     assert api.get("/_control/faults").json() == set_.json()
     for bad in (
         {"mode": "explode"},

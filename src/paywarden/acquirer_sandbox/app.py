@@ -548,8 +548,8 @@ def _para(text: str) -> str:
 
 def _page(status: int, title: str, body: str) -> HTMLResponse:
     document = (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title>"
         "<style>body{font-family:system-ui,sans-serif;max-width:30rem;margin:3rem auto;"
         "padding:0 1rem}form{display:inline-block;margin:.5rem .5rem 0 0}"

@@ -16,8 +16,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from paywarden.core.errors import StripeError
-from paywarden.gateway.container import Gateway
 from paywarden.gateway import webhook_routes
+from paywarden.gateway.container import Gateway
 from paywarden.gateway.routes import endpoints
 from paywarden.http.api import RequestIdMiddleware, error_response, make_route, not_found
 

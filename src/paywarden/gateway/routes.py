@@ -482,7 +482,9 @@ def pi_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
             idempotency_key=call.idempotency_key,
         )
     if v.get("confirm"):
-        confirm_values: dict[str, Any] = {k: v[k] for k in ("return_url", "error_on_requires_action") if k in v}
+        confirm_values: dict[str, Any] = {
+            k: v[k] for k in ("return_url", "error_on_requires_action") if k in v
+        }
         body = gw.payments.confirm(
             account_id=call.account_id,
             livemode=call.livemode,

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 EVENTS = Param("list", item=Param("str", max_length=100), max_items=100)
 CREATE: dict[str, Param] = {
     "url": Param("str", required=True, max_length=2048),
-    "enabled_events": Param("list", required=True, item=Param("str", max_length=100), max_items=100),
+    "enabled_events": Param(
+        "list", required=True, item=Param("str", max_length=100), max_items=100
+    ),
     "description": Param("str", max_length=5000, nullable=True),
     "metadata": Param("metadata"),
     "api_version": Param("str", max_length=32),
@@ -48,16 +50,25 @@ def _metadata(v: dict[str, Any]) -> dict[str, str] | None:
 def create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     with gw.db.write() as s:
         ep, secret = webhooks.create_endpoint(
-            s, account_id=call.account_id, livemode=call.livemode, url=v["url"],
-            enabled_events=v["enabled_events"], description=v.get("description"),
-            metadata=_metadata(v), api_version=v.get("api_version"), box=_box(gw),
-            now=int(gw.clock.now()), allow_private_urls=gw.settings.webhook_allow_private_urls,
+            s,
+            account_id=call.account_id,
+            livemode=call.livemode,
+            url=v["url"],
+            enabled_events=v["enabled_events"],
+            description=v.get("description"),
+            metadata=_metadata(v),
+            api_version=v.get("api_version"),
+            box=_box(gw),
+            now=int(gw.clock.now()),
+            allow_private_urls=gw.settings.webhook_allow_private_urls,
         )
         return webhooks.render_endpoint(ep, secret=secret)
 
 
 def _get(gw: Gateway, s: Any, call: Call, id: str) -> WebhookEndpoint:
-    return webhooks.get_endpoint(s, account_id=call.account_id, livemode=call.livemode, endpoint_id=id)
+    return webhooks.get_endpoint(
+        s, account_id=call.account_id, livemode=call.livemode, endpoint_id=id
+    )
 
 
 def retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
@@ -68,9 +79,13 @@ def retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, A
 def update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
     with gw.db.write() as s:
         ep = webhooks.update_endpoint(
-            s, endpoint=_get(gw, s, call, id), url=v.get("url"),
-            enabled_events=v.get("enabled_events"), description=v.get("description"),
-            metadata=_metadata(v), disabled=v.get("disabled"),
+            s,
+            endpoint=_get(gw, s, call, id),
+            url=v.get("url"),
+            enabled_events=v.get("enabled_events"),
+            description=v.get("description"),
+            metadata=_metadata(v),
+            disabled=v.get("disabled"),
             allow_private_urls=gw.settings.webhook_allow_private_urls,
         )
         return webhooks.render_endpoint(ep)
@@ -85,7 +100,10 @@ def roll(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
     with gw.db.write() as s:
         ep = _get(gw, s, call, id)
         secret = webhooks.roll_secret(
-            s, endpoint=ep, box=_box(gw), now=int(gw.clock.now()),
+            s,
+            endpoint=ep,
+            box=_box(gw),
+            now=int(gw.clock.now()),
             expires_in_seconds=v.get("expires_in_seconds", 24 * 3600),
         )
         return webhooks.render_endpoint(ep, secret=secret)
@@ -94,8 +112,13 @@ def roll(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
 def list_(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     with gw.db.read() as s:
         rows, more = list_page(
-            s, WebhookEndpoint, account_id=call.account_id, livemode=call.livemode, params=v,
-            kind="webhook_endpoint", filters=[WebhookEndpoint.deleted.is_(False)],
+            s,
+            WebhookEndpoint,
+            account_id=call.account_id,
+            livemode=call.livemode,
+            params=v,
+            kind="webhook_endpoint",
+            filters=[WebhookEndpoint.deleted.is_(False)],
         )
         return render_list("/v1/webhook_endpoints", rows, more, webhooks.render_endpoint)
 
