@@ -124,7 +124,7 @@ class ServiceSecrets:
     """Per-installation secrets, generated on first run (never in the repository)."""
 
     api_key_pepper: Secret  # HMAC key for API-key hashes
-    webhook_secret_key: Secret  # Fernet key wrapping webhook endpoint secrets at rest
+    storage_key: Secret  # Fernet key for secrets at rest: webhook secrets, stored responses
     acquirer_token: Secret  # bearer the gateway presents to the sandbox acquirers
 
 
@@ -147,7 +147,7 @@ def load_or_create_secrets(home: Path) -> ServiceSecrets:
     if not path.exists():
         payload = {
             "api_key_pepper": secrets.token_urlsafe(32),
-            "webhook_secret_key": Fernet.generate_key().decode(),
+            "storage_key": Fernet.generate_key().decode(),
             "acquirer_token": secrets.token_urlsafe(32),
         }
         # Another worker may win the race to create it; then we read theirs.
@@ -159,7 +159,7 @@ def load_or_create_secrets(home: Path) -> ServiceSecrets:
     raw = json.loads(path.read_text())
     return ServiceSecrets(
         api_key_pepper=Secret(raw["api_key_pepper"], "api_key_pepper"),
-        webhook_secret_key=Secret(raw["webhook_secret_key"], "webhook_secret_key"),
+        storage_key=Secret(raw["storage_key"], "storage_key"),
         acquirer_token=Secret(raw["acquirer_token"], "acquirer_token"),
     )
 

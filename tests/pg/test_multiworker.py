@@ -71,7 +71,7 @@ def cluster(tmp_path: Path, clean_acquirers: Acquirers) -> Iterator[Cluster]:
             json.dump(
                 {
                     "api_key_pepper": "pepper-" + "p" * 24,
-                    "webhook_secret_key": "Jm2q5t7Yp0bT0B4x3rUvzQ8s0a1c2d3e4f5g6h7i8j8=",
+                    "storage_key": "Jm2q5t7Yp0bT0B4x3rUvzQ8s0a1c2d3e4f5g6h7i8j8=",
                     "acquirer_token": ACQUIRER_TOKEN,
                 },
                 fh,

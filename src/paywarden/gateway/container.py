@@ -13,6 +13,7 @@ from paywarden.db import Database
 from paywarden.idempotency.service import IdempotencyStore
 from paywarden.payments.flows import Payments
 from paywarden.tenancy.ratelimit import FailureLimiter, MemoryFailureLimiter, RedisFailureLimiter
+from paywarden.webhooks.secretbox import SecretBox
 
 
 @dataclass
@@ -80,7 +81,10 @@ def build_gateway(
         clock=clock,
         failures=failures,
         idempotency=IdempotencyStore(
-            db, ttl=settings.idempotency_ttl_seconds, lock_seconds=settings.idempotency_lock_seconds
+            db,
+            ttl=settings.idempotency_ttl_seconds,
+            lock_seconds=settings.idempotency_lock_seconds,
+            box=SecretBox(secrets.storage_key),
         ),
         router=router,
         payments=payments,
@@ -98,7 +102,7 @@ def with_background_workers(gw: Gateway) -> Gateway:
         Reconciler(gw.payments, interval=s.reconcile_interval_seconds),
         WebhookDispatcher(
             gw.db,
-            SecretBox(gw.secrets.webhook_secret_key),
+            SecretBox(gw.secrets.storage_key),
             clock=gw.clock,
             timeout=s.webhook_timeout_seconds,
             max_attempts=s.webhook_max_attempts,

@@ -38,7 +38,7 @@ ROLL: dict[str, Param] = {"expires_in_seconds": Param("int", min=0, max=7 * 24 *
 
 
 def _box(gw: Gateway) -> SecretBox:
-    return SecretBox(gw.secrets.webhook_secret_key)
+    return SecretBox(gw.secrets.storage_key)
 
 
 def _metadata(v: dict[str, Any]) -> dict[str, str] | None:

@@ -9,6 +9,9 @@
   holder died is taken over after ``lock_seconds``: the domain operations are
   themselves safe to re-run (state checks, acquirer idempotency keys).
 * Requests that fail validation never reach here, so they are not stored.
+* Stored responses are encrypted at rest: some carry a secret shown once (a
+  webhook endpoint's signing secret), and a replay must not turn the
+  idempotency table into a second, clear copy of it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from paywarden.core.errors import ConflictError, IdempotencyError, InvalidRequestError
 from paywarden.db import Database
 from paywarden.idempotency.models import IdempotencyRecord
+from paywarden.webhooks.secretbox import SecretBox
 
 MAX_KEY_LENGTH = 255
 
@@ -48,8 +52,9 @@ def check_key(key: str) -> None:
 
 
 class IdempotencyStore:
-    def __init__(self, db: Database, *, ttl: int, lock_seconds: int) -> None:
+    def __init__(self, db: Database, *, ttl: int, lock_seconds: int, box: SecretBox) -> None:
         self.db = db
+        self.box = box
         self.ttl = ttl
         self.lock_seconds = lock_seconds
 
@@ -108,7 +113,9 @@ class IdempotencyStore:
                         )
                     if rec.status == "complete":
                         assert rec.response_status is not None and rec.response_body is not None
-                        return StoredResponse(rec.response_status, rec.response_body)
+                        return StoredResponse(
+                            rec.response_status, self.box.decrypt(rec.response_body)
+                        )
                     if rec.locked_until > now:
                         raise ConflictError(
                             "There is currently another in-progress request using this "
@@ -138,7 +145,7 @@ class IdempotencyStore:
             if rec is not None:
                 rec.status = "complete"
                 rec.response_status = status
-                rec.response_body = body
+                rec.response_body = self.box.encrypt(body)
 
     def release(self, *, account_id: str, livemode: bool, key: str) -> None:
         """Forget a reservation (the request never started executing)."""

@@ -18,7 +18,7 @@ class SecretBox:
         try:
             self._fernet = Fernet(key.reveal().encode("ascii"))
         except (ValueError, UnicodeEncodeError):
-            raise SecretBoxError("webhook_secret_key is not a valid Fernet key") from None
+            raise SecretBoxError("the storage key is not a valid Fernet key") from None
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")
