@@ -8,6 +8,7 @@ read ``FOR UPDATE``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -64,6 +65,7 @@ class Database:
                 url, echo=echo, pool_size=20, max_overflow=20, pool_pre_ping=True
             )
             self.read_engine = self.write_engine
+        self._write_lock = threading.Lock() if self.is_sqlite else None
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
 
@@ -74,8 +76,17 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """One write transaction: commits on success, rolls back on any exception."""
-        with self._write() as s, s.begin():
+        """One write transaction: commits on success, rolls back on any exception.
+
+        SQLite has one writer at a time. Threads of this process queue on a
+        lock instead of SQLite's busy handler, which waits by sleeping in
+        growing steps and turns contention into long tail latency.
+        """
+        if self._write_lock is None:
+            with self._write() as s, s.begin():
+                yield s
+            return
+        with self._write_lock, self._write() as s, s.begin():
             yield s
 
     def dispose(self) -> None:

@@ -8,8 +8,12 @@ _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def random_base62(length: int) -> str:
-    """Uniform random base62 string from the OS CSPRNG."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    """Uniform random base62 string from the OS CSPRNG.
+
+    One ``randbelow(62**length)`` draw, rendered in base62: uniform, and an
+    order of magnitude cheaper than a CSPRNG call per character.
+    """
+    return to_base62(secrets.randbelow(62**length), length)
 
 
 def new_id(prefix: str, length: int = 24) -> str:

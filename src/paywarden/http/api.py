@@ -294,8 +294,8 @@ def _authenticate(gw: Gateway, raw_key: str | None, source: str, rid: str) -> Au
     assert raw_key is not None
     now = int(gw.clock.now())
     try:
-        with gw.db.read() as s:
-            return authenticate(s, raw_key=raw_key, pepper=gw.secrets.api_key_pepper, now=now)
+        with gw.db.read_engine.connect() as conn:
+            return authenticate(conn, raw_key=raw_key, pepper=gw.secrets.api_key_pepper, now=now)
     except AuthenticationError as err:
         _fail(gw, "auth_failed", source, rid, hint(raw_key), err)
         raise  # unreachable: _fail raises

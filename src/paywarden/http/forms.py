@@ -39,7 +39,7 @@ def build_nested(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     for raw_key, value in pairs:
         if len(raw_key) > MAX_KEY_LENGTH:
             raise _malformed("A parameter name is too long.")
-        m = _KEY_RE.match(raw_key)
+        m = _KEY_RE.fullmatch(raw_key)
         if not m:
             raise _malformed(f"Invalid parameter name: {raw_key[:60]!r}.")
         parts = [m.group(1), *_PART_RE.findall(m.group(2))]

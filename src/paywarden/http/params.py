@@ -82,7 +82,7 @@ def _coerce(value: Any, p: Param, name: str) -> Any:
             raise _bad(name, f"Invalid string: {name} contains a NUL character.")
         return p.check(value, name) if p.check else value
     if kind == "id":
-        if not isinstance(value, str) or not _ID_RE.match(value):
+        if not isinstance(value, str) or not _ID_RE.fullmatch(value):
             raise _bad(name, f"Invalid {name}: must be an object id.", "resource_missing")
         return value
     if kind in ("int", "amount"):
@@ -109,7 +109,7 @@ def _coerce(value: Any, p: Param, name: str) -> Any:
                 f"Invalid currency: {_clip(value.lower())}. It must be a supported ISO 4217 code.",
             ) from None
     if kind == "email":
-        if not isinstance(value, str) or len(value) > 512 or not _EMAIL_RE.match(value):
+        if not isinstance(value, str) or len(value) > 512 or not _EMAIL_RE.fullmatch(value):
             raise _bad(name, f"Invalid email address: {name}.", "email_invalid")
         return value
     if kind == "metadata":
@@ -137,7 +137,7 @@ def _int(value: Any, p: Param, name: str) -> int:
         )
     if isinstance(value, int):
         n = value
-    elif isinstance(value, str) and _INT_RE.match(value):
+    elif isinstance(value, str) and _INT_RE.fullmatch(value):
         n = int(value)
     else:
         raise _bad(name, f"Invalid integer: {_clip(str(value))}", "parameter_invalid_integer")

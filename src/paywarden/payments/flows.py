@@ -26,7 +26,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from paywarden.acquirers.base import (
-    AcquirerConnector,
     AcquirerError,
     AcquirerOutcomeUnknown,
     AcquirerUnavailable,
@@ -108,6 +107,9 @@ class _AuthPlan:
     acquirer: str | None  # pinned (3DS continuation) or None (route freely)
     request_id: str | None
     idempotency_key: str | None
+    # Routing decided in the first transaction, whose attempt row is already written.
+    candidates: tuple[str, ...] = ()
+    first_attempt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -298,15 +300,25 @@ class Payments:
             pi.status = "processing"
             pi.version += 1
             pi.last_payment_error = None
+            request = self._auth_request(pi, pm, pinned[1] if pinned else None)
+            candidates: tuple[str, ...] = ()
+            first_attempt = None
+            if pinned is None:
+                # Record the first attempt in this same transaction: one commit
+                # fewer on the hot path, and still written before the call.
+                candidates = tuple(c.name for c in self.router.candidates())
+                first_attempt = self._add_auth_attempt(s, pi, candidates[0], request)
             plan = _AuthPlan(
                 pi_id=pi.id,
                 account_id=account_id,
                 livemode=livemode,
                 version=pi.version,
-                request=self._auth_request(pi, pm, pinned[1] if pinned else None),
+                request=request,
                 acquirer=pinned[0] if pinned else None,
                 request_id=request_id,
                 idempotency_key=idempotency_key,
+                candidates=candidates,
+                first_attempt=first_attempt,
             )
             error_on_action = bool(values.get("error_on_requires_action"))
         if pinned is not None:
@@ -412,57 +424,58 @@ class Payments:
             return render_intent(pi)
 
     def _authorize(self, plan: _AuthPlan) -> _Outcome:
-        candidates: list[AcquirerConnector]
-        if plan.acquirer is not None:
-            candidates = [self.router.get(plan.acquirer)]
-        else:
-            candidates = self.router.candidates()
-        for conn in candidates:
-            attempt_id = new_id("att", 24)
-            req = dataclasses.replace(
-                plan.request, return_url=f"{self.base_url}/v1/paywarden/3ds/return/{attempt_id}"
-            )
-            key = self._record_auth_attempt(plan, conn.name, req, attempt_id)
+        names = [plan.acquirer] if plan.acquirer is not None else list(plan.candidates)
+        if not names:
+            names = [c.name for c in self.router.candidates()]
+        for i, name in enumerate(names):
+            conn = self.router.get(name)
+            if i == 0 and plan.first_attempt is not None:
+                attempt_id = plan.first_attempt
+            else:
+                with self.db.write() as s:
+                    pi = self.get_intent(
+                        s, account_id=plan.account_id, livemode=plan.livemode, pi_id=plan.pi_id
+                    )
+                    attempt_id = self._add_auth_attempt(s, pi, name, plan.request)
+            req = self._attempt_request(plan.request, attempt_id)
+            key = f"pw_{attempt_id}"
             try:
                 result = self._call_with_retry(
                     lambda c=conn, r=req, k=key: c.authorize(r, idempotency_key=k)
                 )
             except AcquirerUnavailable as exc:
-                self.router.record_failure(conn.name)
+                self.router.record_failure(name)
                 self._mark_attempt(attempt_id, "failed", error=f"unavailable: {type(exc).__name__}")
                 continue
             except AcquirerOutcomeUnknown as exc:
                 # The charge may have happened: never fail over. Reconcile later.
-                self.router.record_failure(conn.name)
+                self.router.record_failure(name)
                 self._mark_attempt(
                     attempt_id, "unknown", error=f"unknown: {type(exc).__name__}", reconcile=True
                 )
-                return _Outcome("unknown", attempt_id, conn.name)
+                return _Outcome("unknown", attempt_id, name)
             except AcquirerError as exc:
                 self._mark_attempt(attempt_id, "failed", error=f"rejected: {str(exc)[:200]}")
-                return _Outcome("unavailable", attempt_id, conn.name)
-            self.router.record_success(conn.name)
-            return _Outcome("result", attempt_id, conn.name, result)
+                return _Outcome("unavailable", attempt_id, name)
+            self.router.record_success(name)
+            return _Outcome("result", attempt_id, name, result)
         return _Outcome("unavailable")
 
-    def _record_auth_attempt(
-        self, plan: _AuthPlan, acquirer: str, req: AuthorizationRequest, attempt_id: str
+    def _attempt_request(self, req: AuthorizationRequest, attempt_id: str) -> AuthorizationRequest:
+        # The 3-D Secure return link names the attempt: an unguessable capability.
+        return dataclasses.replace(
+            req, return_url=f"{self.base_url}/v1/paywarden/3ds/return/{attempt_id}"
+        )
+
+    def _add_auth_attempt(
+        self, s: Session, pi: PaymentIntent, acquirer: str, req: AuthorizationRequest
     ) -> str:
-        with self.db.write() as s:
-            pi = self.get_intent(
-                s, account_id=plan.account_id, livemode=plan.livemode, pi_id=plan.pi_id
-            )
-            att = self._new_attempt(
-                pi=pi,
-                operation="authorize",
-                acquirer=acquirer,
-                amount=req.amount,
-                request=_auth_request_json(req),
-            )
-            att.id = attempt_id
-            att.idempotency_key = f"pw_{attempt_id}"
-            s.add(att)
-            return att.idempotency_key
+        att = self._new_attempt(
+            pi=pi, operation="authorize", acquirer=acquirer, amount=req.amount, request={}
+        )
+        att.request = _auth_request_json(self._attempt_request(req, att.id))
+        s.add(att)
+        return att.id
 
     @staticmethod
     def _call_with_retry(fn: Any) -> Any:
@@ -489,7 +502,7 @@ class Payments:
         if outcome.kind == "unavailable" or outcome.result is None:
             return self._fail_unavailable(plan)
         assert outcome.attempt_id is not None and outcome.acquirer is not None
-        card_error = self.apply_authorization(
+        card_error, body = self.apply_authorization(
             pi_id=plan.pi_id,
             attempt_id=outcome.attempt_id,
             acquirer=outcome.acquirer,
@@ -500,11 +513,7 @@ class Payments:
         )
         if card_error is not None:
             raise card_error
-        with self.db.read() as s:
-            pi = self.get_intent(
-                s, account_id=plan.account_id, livemode=plan.livemode, pi_id=plan.pi_id
-            )
-            return render_intent(pi)
+        return body
 
     def _fail_unavailable(self, plan: _AuthPlan) -> dict[str, Any]:
         with self.db.write() as s:
@@ -550,73 +559,98 @@ class Payments:
         request_id: str | None,
         idempotency_key: str | None,
         error_on_action: bool = False,
-    ) -> CardError | None:
-        """Settle an authorization result (from a live call or the reconciler)."""
-        now = self._now()
+    ) -> tuple[CardError | None, dict[str, Any]]:
+        """Settle an authorization result (from a live call or the reconciler).
+
+        Returns the decline to raise, if any, and the intent as it now stands.
+        """
         with self.db.write() as s:
             att = s.scalar(
                 select(AcquirerAttempt).where(AcquirerAttempt.id == attempt_id).with_for_update()
             )
             assert att is not None
-            if att.status not in ("pending", "unknown"):
-                return None  # already settled (e.g. by the reconciler)
             pi = s.scalar(select(PaymentIntent).where(PaymentIntent.id == pi_id).with_for_update())
             assert pi is not None
-            att.status = result.status
-            att.response = _auth_result_json(result)
-            att.updated = now
-            att.reconcile_after = None
-            pm = methods.get(
-                s, account_id=pi.account_id, livemode=pi.livemode, pm_id=str(pi.payment_method_id)
+            if att.status not in ("pending", "unknown"):
+                return None, render_intent(pi)  # already settled (e.g. by the reconciler)
+            err = self._apply_authorization(
+                s,
+                att,
+                pi,
+                acquirer=acquirer,
+                result=result,
+                request_id=request_id,
+                idempotency_key=idempotency_key,
+                error_on_action=error_on_action,
             )
-            ev: dict[str, Any] = {"request_id": request_id, "idempotency_key": idempotency_key}
+            return err, render_intent(pi)
 
-            if result.status == "requires_authentication":
-                if error_on_action:
-                    return self._decline(
-                        s, pi, pm, att, acquirer, "authentication_required", result, ev
-                    )
-                pi.status = "requires_action"
-                pi.version += 1
-                pi.next_action = {
-                    "type": "redirect_to_url",
-                    "redirect_to_url": {
-                        "url": result.authentication_url,
-                        "return_url": pi.return_url,
-                    },
-                }
-                self._event(s, pi, "payment_intent.requires_action", render_intent(pi), **ev)
-                return None
-            if result.status == "declined":
+    def _apply_authorization(
+        self,
+        s: Session,
+        att: AcquirerAttempt,
+        pi: PaymentIntent,
+        *,
+        acquirer: str,
+        result: AuthorizationResult,
+        request_id: str | None,
+        idempotency_key: str | None,
+        error_on_action: bool,
+    ) -> CardError | None:
+        now = self._now()
+        att.status = result.status
+        att.response = _auth_result_json(result)
+        att.updated = now
+        att.reconcile_after = None
+        pm = methods.get(
+            s, account_id=pi.account_id, livemode=pi.livemode, pm_id=str(pi.payment_method_id)
+        )
+        ev: dict[str, Any] = {"request_id": request_id, "idempotency_key": idempotency_key}
+
+        if result.status == "requires_authentication":
+            if error_on_action:
                 return self._decline(
-                    s, pi, pm, att, acquirer, result.decline_code or "generic_decline", result, ev
+                    s, pi, pm, att, acquirer, "authentication_required", result, ev
                 )
-
-            captured = result.status == "captured"
-            ch = self._new_charge(pi, pm, acquirer, result, now)
-            ch.status, ch.paid, ch.captured = "succeeded", True, captured
-            ch.amount_captured = result.amount_captured if captured else 0
-            ch.outcome = _outcome(
-                "authorized", "approved_by_network", None, result, "Payment complete."
-            )
-            s.add(ch)
-            att.charge_id = ch.id
-            pi.latest_charge_id = ch.id
-            pi.next_action = None
+            pi.status = "requires_action"
             pi.version += 1
-            self._event(s, pi, "charge.succeeded", render_charge(ch), **ev)
-            if captured:
-                pi.status = "succeeded"
-                pi.amount_received = ch.amount_captured
-                pi.amount_capturable = 0
-                self._event(s, pi, "payment_intent.succeeded", render_intent(pi), **ev)
-            else:
-                pi.status = "requires_capture"
-                pi.amount_capturable = result.amount
-                self._event(
-                    s, pi, "payment_intent.amount_capturable_updated", render_intent(pi), **ev
-                )
+            pi.next_action = {
+                "type": "redirect_to_url",
+                "redirect_to_url": {
+                    "url": result.authentication_url,
+                    "return_url": pi.return_url,
+                },
+            }
+            self._event(s, pi, "payment_intent.requires_action", render_intent(pi), **ev)
             return None
+        if result.status == "declined":
+            return self._decline(
+                s, pi, pm, att, acquirer, result.decline_code or "generic_decline", result, ev
+            )
+
+        captured = result.status == "captured"
+        ch = self._new_charge(pi, pm, acquirer, result, now)
+        ch.status, ch.paid, ch.captured = "succeeded", True, captured
+        ch.amount_captured = result.amount_captured if captured else 0
+        ch.outcome = _outcome(
+            "authorized", "approved_by_network", None, result, "Payment complete."
+        )
+        s.add(ch)
+        att.charge_id = ch.id
+        pi.latest_charge_id = ch.id
+        pi.next_action = None
+        pi.version += 1
+        self._event(s, pi, "charge.succeeded", render_charge(ch), **ev)
+        if captured:
+            pi.status = "succeeded"
+            pi.amount_received = ch.amount_captured
+            pi.amount_capturable = 0
+            self._event(s, pi, "payment_intent.succeeded", render_intent(pi), **ev)
+        else:
+            pi.status = "requires_capture"
+            pi.amount_capturable = result.amount
+            self._event(s, pi, "payment_intent.amount_capturable_updated", render_intent(pi), **ev)
+        return None
 
     def _new_charge(
         self,

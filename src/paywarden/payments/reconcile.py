@@ -79,7 +79,7 @@ class Reconciler:
                     result = conn.lookup_authorization(key)
                 except AcquirerNotFound:
                     result = conn.authorize(auth_request_from_json(request), idempotency_key=key)
-                err = self.p.apply_authorization(
+                err, _ = self.p.apply_authorization(
                     pi_id=pi_id,
                     attempt_id=attempt_id,
                     acquirer=acquirer,

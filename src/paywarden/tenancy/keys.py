@@ -44,7 +44,7 @@ def generate_key(kind: str, livemode: bool) -> Secret:
 
 def parse_key(raw: str) -> ParsedKey | None:
     """Shape and checksum only; says nothing about whether the key exists."""
-    m = _KEY_RE.match(raw)
+    m = _KEY_RE.fullmatch(raw)
     if not m:
         return None
     prefix, mode, rest = m.groups()

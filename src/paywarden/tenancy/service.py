@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from paywarden.core.errors import AuthenticationError
@@ -163,34 +162,52 @@ def invalid_key_error(raw: str) -> AuthenticationError:
     return AuthenticationError(f"Invalid API Key provided: {hint(raw)}", code="api_key_invalid")
 
 
-def authenticate(session: Session, *, raw_key: str, pepper: Secret, now: int) -> AuthContext:
-    """Resolve a presented key. Every failure raises the same opaque error."""
+_AUTH_QUERY = (
+    select(
+        ApiKey.id,
+        ApiKey.account_id,
+        ApiKey.livemode,
+        ApiKey.kind,
+        ApiKey.hint,
+        ApiKey.scopes,
+        ApiKey.revoked_at,
+        ApiKey.expires_at,
+        Account.disabled,
+    )
+    .join(Account, Account.id == ApiKey.account_id)
+    .where(ApiKey.key_hash == bindparam("key_hash"))
+)
+
+
+def authenticate(
+    conn: Connection | Session, *, raw_key: str, pepper: Secret, now: int
+) -> AuthContext:
+    """Resolve a presented key. Every failure raises the same opaque error.
+
+    Runs on every request, so it is one indexed Core query with no ORM objects.
+    """
     parsed = parse_key(raw_key)
     if parsed is None:
         raise invalid_key_error(raw_key)
-    row: Any = session.execute(
-        select(ApiKey, Account.disabled)
-        .join(Account, Account.id == ApiKey.account_id)
-        .where(ApiKey.key_hash == hash_key(raw_key, pepper))
-    ).first()
+    row = conn.execute(_AUTH_QUERY, {"key_hash": hash_key(raw_key, pepper)}).first()
     if row is None:
         raise invalid_key_error(raw_key)
-    rec, disabled = row
+    key_id, account_id, livemode, kind, key_hint, scopes, revoked_at, expires_at, disabled = row
     # Belt and braces: the stored kind/mode must match what the key says.
-    if rec.kind != parsed.kind or rec.livemode != parsed.livemode:
+    if kind != parsed.kind or livemode != parsed.livemode:
         raise invalid_key_error(raw_key)
-    if rec.revoked_at is not None:
+    if revoked_at is not None:
         raise AuthenticationError(
-            f"This API key has been revoked: {rec.hint}", code="api_key_revoked"
+            f"This API key has been revoked: {key_hint}", code="api_key_revoked"
         )
-    if rec.expires_at is not None and rec.expires_at <= now:
-        raise AuthenticationError(f"This API key has expired: {rec.hint}", code="api_key_expired")
+    if expires_at is not None and expires_at <= now:
+        raise AuthenticationError(f"This API key has expired: {key_hint}", code="api_key_expired")
     if disabled:
         raise AuthenticationError("This account is disabled.", code="account_disabled")
     return AuthContext(
-        account_id=rec.account_id,
-        livemode=rec.livemode,
-        key_id=rec.id,
-        kind=rec.kind,
-        scopes=dict(rec.scopes or {}),
+        account_id=account_id,
+        livemode=livemode,
+        key_id=key_id,
+        kind=kind,
+        scopes=dict(scopes or {}),
     )

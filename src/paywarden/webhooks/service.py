@@ -143,7 +143,7 @@ def _validate_description(value: object) -> str | None:
 
 
 def _validate_api_version(value: object) -> str:
-    if not isinstance(value, str) or not _API_VERSION_RE.match(value):
+    if not isinstance(value, str) or not _API_VERSION_RE.fullmatch(value):
         raise InvalidRequestError("Invalid api_version.", param="api_version")
     return value
 
