@@ -99,12 +99,18 @@ def _complete_3ds(url: str, result: str) -> httpx.Response:
     page = httpx.get(url, timeout=5)
     assert page.status_code == 200
     assert "authentication" in page.text.lower()
-    return httpx.post(f"{url}/complete", data={"result": result}, timeout=10, follow_redirects=False)
+    return httpx.post(
+        f"{url}/complete", data={"result": result}, timeout=10, follow_redirects=False
+    )
 
 
 def test_three_d_secure_success(api: Api) -> None:
-    pi = create_pi(api, payment_method="pm_card_threeDSecure2Required", confirm=True,
-                   return_url="https://merchant.example/return")
+    pi = create_pi(
+        api,
+        payment_method="pm_card_threeDSecure2Required",
+        confirm=True,
+        return_url="https://merchant.example/return",
+    )
     assert pi["status"] == "requires_action"
     nxt = pi["next_action"]
     assert nxt["type"] == "redirect_to_url"
@@ -172,7 +178,9 @@ def test_refund_of_uncaptured_is_refused(api: Api) -> None:
 
 def test_cancel_uncaptured_voids(api: Api) -> None:
     pi = create_pi(api, payment_method="pm_card_visa", capture_method="manual", confirm=True)
-    r = api.post(f"/v1/payment_intents/{pi['id']}/cancel", {"cancellation_reason": "requested_by_customer"})
+    r = api.post(
+        f"/v1/payment_intents/{pi['id']}/cancel", {"cancellation_reason": "requested_by_customer"}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "canceled"
@@ -193,8 +201,10 @@ def test_cancel_succeeded_is_refused(api: Api) -> None:
 def test_update_then_confirm(api: Api) -> None:
     pi = create_pi(api)
     assert pi["status"] == "requires_payment_method"
-    r = api.post(f"/v1/payment_intents/{pi['id']}", {"amount": 3100, "payment_method": "pm_card_visa",
-                                                    "metadata": {"order": "42"}})
+    r = api.post(
+        f"/v1/payment_intents/{pi['id']}",
+        {"amount": 3100, "payment_method": "pm_card_visa", "metadata": {"order": "42"}},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "requires_confirmation"
     assert r.json()["metadata"] == {"order": "42"}
@@ -218,8 +228,12 @@ def test_confirm_without_payment_method(api: Api) -> None:
 def test_events_written_for_each_state_change(api: Api) -> None:
     pi = create_pi(api, payment_method="pm_card_visa", confirm=True)
     events = api.get("/v1/events", {"limit": 100}).json()["data"]
-    mine = [e for e in events if e["data"]["object"].get("id") == pi["id"]
-            or e["data"]["object"].get("payment_intent") == pi["id"]]
+    mine = [
+        e
+        for e in events
+        if e["data"]["object"].get("id") == pi["id"]
+        or e["data"]["object"].get("payment_intent") == pi["id"]
+    ]
     types = {e["type"] for e in mine}
     assert {"payment_intent.created", "charge.succeeded", "payment_intent.succeeded"} <= types
     one = api.get(f"/v1/events/{mine[0]['id']}").json()
