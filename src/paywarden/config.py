@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from paywarden.core.secrets import Secret
 
 
-class AcquirerConfig(BaseSettings):
+class AcquirerConfig(BaseModel):
+    """One acquirer. A plain model: only ``PAYWARDEN_ACQUIRERS`` may fill it."""
+
     name: str
     url: str
     priority: int = 0

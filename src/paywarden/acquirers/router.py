@@ -21,7 +21,10 @@ from paywarden.core.clock import Clock
 class _Breaker:
     failures: int = 0
     opened_at: float | None = None
-    trial_in_flight: bool = False
+    # When the half-open trial was handed out. Being offered is not being
+    # called (an earlier acquirer may succeed first), so an unreported trial
+    # expires after another reset period instead of wedging the breaker.
+    trial_at: float | None = None
 
 
 class AcquirerRouter:
@@ -55,8 +58,10 @@ class AcquirerRouter:
                 st = self._state[c.name]
                 if st.opened_at is None:
                     out.append(c)
-                elif now - st.opened_at >= self.reset_seconds and not st.trial_in_flight:
-                    st.trial_in_flight = True  # half-open: one trial call
+                elif now - st.opened_at >= self.reset_seconds and (
+                    st.trial_at is None or now - st.trial_at >= self.reset_seconds
+                ):
+                    st.trial_at = now  # half-open: one trial call
                     out.append(c)
             if not out:
                 oldest = min(self.connectors, key=lambda c: self._state[c.name].opened_at or 0.0)
@@ -71,7 +76,7 @@ class AcquirerRouter:
         with self._lock:
             st = self._state[name]
             st.failures += 1
-            st.trial_in_flight = False
+            st.trial_at = None
             if st.failures >= self.threshold or st.opened_at is not None:
                 st.opened_at = self.clock.now()
 

@@ -25,6 +25,9 @@ class Secret:
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("Secret is immutable")
 
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError("Secret is immutable")
+
     def __repr__(self) -> str:
         return f"Secret({object.__getattribute__(self, '_label')}=***)"
 

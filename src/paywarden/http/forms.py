@@ -18,6 +18,12 @@ MAX_KEYS = 1000
 MAX_KEY_LENGTH = 200
 _KEY_RE = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART_RE = re.compile(r"\[([^\[\]]*)\]")
+# Array indices are canonical ASCII decimals ("0", "1", … no "01", no "²").
+_INDEX_RE = re.compile(r"0|[1-9][0-9]{0,5}")
+
+
+def _is_index(part: str) -> bool:
+    return _INDEX_RE.fullmatch(part) is not None
 
 
 def _malformed(msg: str) -> InvalidRequestError:
@@ -68,7 +74,7 @@ def _insert(node: dict[str, Any], parts: list[str], value: str, raw_key: str) ->
             node[part] = value
             return
         nxt = parts[i + 1]
-        want_list = nxt == "" or nxt.isdigit()
+        want_list = nxt == "" or _is_index(nxt)
         child = node.get(part)
         if child is None:
             child = _Appendable() if want_list else {}
@@ -82,7 +88,7 @@ def _densify(node: Any, path: str) -> Any:
     if isinstance(node, _Appendable):
         if all(k.startswith("#") for k in node):
             return [_densify(v, path) for v in node.values()]
-        if not all(k.isdigit() for k in node):
+        if not all(_is_index(k) for k in node):
             raise _malformed(f"Parameter {path!r} mixes array styles.")
         idx = sorted(int(k) for k in node)
         if idx != list(range(len(idx))):
