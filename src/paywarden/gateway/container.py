@@ -99,7 +99,14 @@ def with_background_workers(gw: Gateway) -> Gateway:
 
     s = gw.settings
     gw.extras["background_workers"] = [
-        Reconciler(gw.payments, interval=s.reconcile_interval_seconds),
+        Reconciler(
+            gw.payments,
+            interval=s.reconcile_interval_seconds,
+            stale_pending_seconds=2
+            * (s.acquirer_timeout_seconds + s.acquirer_connect_timeout_seconds)
+            + s.reconcile_grace_seconds
+            + 5,
+        ),
         WebhookDispatcher(
             gw.db,
             SecretBox(gw.secrets.storage_key),
@@ -108,6 +115,7 @@ def with_background_workers(gw: Gateway) -> Gateway:
             max_attempts=s.webhook_max_attempts,
             backoff_base=s.webhook_backoff_base_seconds,
             poll_seconds=s.webhook_poll_seconds,
+            allow_private_urls=s.webhook_allow_private_urls,
         ),
     ]
     return gw

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from paywarden.core.errors import InvalidRequestError, ResourceMissingError
+from paywarden.core.errors import CardError, InvalidRequestError, ResourceMissingError
 from paywarden.core.ids import new_id, random_base62
 from paywarden.customers import service as customers
 from paywarden.customers.models import Customer
@@ -153,10 +153,13 @@ def _expand(values: dict[str, Any]) -> set[str]:
 
 # -------------------------------------------------------------------- customers
 def customer_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    if call.recovered_id:  # an earlier holder of this idempotency key created it
+        return customer_retrieve(gw, call, {}, call.recovered_id)
     with gw.db.write() as s:
         c = customers.create(
             s, account_id=call.account_id, livemode=call.livemode, now=_now(gw), values=v
         )
+        call.remember(s, c.id)
         body = customers.render(c)
         record_event(
             s,
@@ -252,6 +255,8 @@ def pm_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
             param="card[token]",
             code="parameter_missing",
         )
+    if call.recovered_id:
+        return pm_retrieve(gw, call, {}, call.recovered_id)
     with gw.db.write() as s:
         pm = methods.from_test_id(
             s,
@@ -264,6 +269,7 @@ def pm_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
             metadata=merge_metadata({}, v.get("metadata")),
             param="card[token]",
         )
+        call.remember(s, pm.id)
         return methods.render(pm)
 
 
@@ -404,16 +410,53 @@ def customer_pm_list(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dic
 
 
 # --------------------------------------------------------------- payment intents
-def _render_pi(gw: Gateway, body: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+# Decline reasons the customer must not learn (they tell a fraudster what the
+# issuer knows); a browser-side caller sees a generic decline, the merchant the truth.
+_SENSITIVE_DECLINES = frozenset(
+    {
+        "lost_card",
+        "stolen_card",
+        "fraudulent",
+        "pickup_card",
+        "restricted_card",
+        "merchant_blacklist",
+        "security_violation",
+    }
+)
+
+
+def _mask_error(err: dict[str, Any]) -> dict[str, Any]:
+    if err.get("decline_code") in _SENSITIVE_DECLINES:
+        err = {**err, "decline_code": "generic_decline", "message": "Your card was declined."}
+    return err
+
+
+def _for_browser(body: dict[str, Any]) -> dict[str, Any]:
+    if body.get("last_payment_error"):
+        body = {**body, "last_payment_error": _mask_error(body["last_payment_error"])}
+    return body
+
+
+def _render_pi(
+    gw: Gateway, call: Call, body: dict[str, Any], values: dict[str, Any]
+) -> dict[str, Any]:
+    if call.auth.kind == "publishable":
+        return _for_browser(body)  # never expanded: charges carry the seller's details
     if "latest_charge" in _expand(values) and isinstance(body.get("latest_charge"), str):
         with gw.db.read() as s:
-            ch = s.scalar(select(Charge).where(Charge.id == body["latest_charge"]))
+            ch = s.scalar(
+                select(Charge).where(
+                    Charge.id == body["latest_charge"],
+                    Charge.account_id == call.account_id,
+                    Charge.livemode == call.livemode,
+                )
+            )
             if ch is not None:
                 body["latest_charge"] = render_charge(ch)
     return body
 
 
-def pi_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+def _create_intent(gw: Gateway, call: Call, v: dict[str, Any]) -> str:
     now = _now(gw)
     with gw.db.write() as s:
         customer_id = v.get("customer")
@@ -471,6 +514,7 @@ def pi_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
         )
         s.add(pi)
         s.flush()
+        call.remember(s, pi_id)
         record_event(
             s,
             account_id=pi.account_id,
@@ -481,7 +525,15 @@ def pi_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
             request_id=call.request_id,
             idempotency_key=call.idempotency_key,
         )
-    if v.get("confirm"):
+    return pi_id
+
+
+def pi_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    # A takeover of a crashed request resumes the intent it had created: the
+    # state machine makes re-confirming it safe, and nothing is created twice.
+    pi_id = call.recovered_id or _create_intent(gw, call, v)
+    resumable = not call.recovered_id or _status(gw, call, pi_id) == "requires_confirmation"
+    if v.get("confirm") and resumable:
         confirm_values: dict[str, Any] = {
             k: v[k] for k in ("return_url", "error_on_requires_action") if k in v
         }
@@ -494,10 +546,11 @@ def pi_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
             request_id=call.request_id,
             idempotency_key=call.idempotency_key,
         )
-        return _render_pi(gw, body, v)
+        return _render_pi(gw, call, body, v)
     with gw.db.read() as s:
         return _render_pi(
             gw,
+            call,
             render_intent(
                 Payments.get_intent(
                     s, account_id=call.account_id, livemode=call.livemode, pi_id=pi_id
@@ -505,6 +558,12 @@ def pi_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
             ),
             v,
         )
+
+
+def _status(gw: Gateway, call: Call, pi_id: str) -> str:
+    with gw.db.read() as s:
+        pi = Payments.get_intent(s, account_id=call.account_id, livemode=call.livemode, pi_id=pi_id)
+        return pi.status
 
 
 def pi_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
@@ -519,7 +578,7 @@ def pi_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str
                 )
             check_client_secret(pi, v["client_secret"])
         body = render_intent(pi)
-    return _render_pi(gw, body, v)
+    return _render_pi(gw, call, body, v)
 
 
 def pi_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
@@ -581,7 +640,7 @@ def pi_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, 
         after = render_intent(pi)
         # Stripe emits no event for a plain PaymentIntent update.
         del before
-        return _render_pi(gw, after, v)
+        return _render_pi(gw, call, after, v)
 
 
 def pi_confirm(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
@@ -592,17 +651,28 @@ def pi_confirm(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str,
             param="client_secret",
             code="parameter_missing",
         )
-    body = gw.payments.confirm(
-        account_id=call.account_id,
-        livemode=call.livemode,
-        pi_id=id,
-        values=v,
-        pepper=gw.secrets.api_key_pepper,
-        request_id=call.request_id,
-        idempotency_key=call.idempotency_key,
-        client_secret=client_secret,
-    )
-    return _render_pi(gw, body, v)
+    try:
+        body = gw.payments.confirm(
+            account_id=call.account_id,
+            livemode=call.livemode,
+            pi_id=id,
+            values=v,
+            pepper=gw.secrets.api_key_pepper,
+            request_id=call.request_id,
+            idempotency_key=call.idempotency_key,
+            client_secret=client_secret,
+        )
+    except CardError as err:
+        if call.auth.kind == "publishable":
+            masked = _mask_error({"decline_code": err.decline_code, "message": err.message})
+            err.decline_code, err.message = masked["decline_code"], masked["message"]
+            err.extra = {
+                k: (_for_browser(val) if k == "payment_intent" else val)
+                for k, val in err.extra.items()
+                if k != "charge"
+            }
+        raise
+    return _render_pi(gw, call, body, v)
 
 
 def pi_capture(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
@@ -615,7 +685,7 @@ def pi_capture(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str,
         request_id=call.request_id,
         idempotency_key=call.idempotency_key,
     )
-    return _render_pi(gw, body, v)
+    return _render_pi(gw, call, body, v)
 
 
 def pi_cancel(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
@@ -627,7 +697,7 @@ def pi_cancel(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, 
         request_id=call.request_id,
         idempotency_key=call.idempotency_key,
     )
-    return _render_pi(gw, body, v)
+    return _render_pi(gw, call, body, v)
 
 
 def pi_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
@@ -689,6 +759,8 @@ def refund_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
             param="payment_intent",
             code="parameter_missing" if not v.get("charge") else None,
         )
+    if call.recovered_id:  # resume the refund a crashed earlier request created
+        return refund_retrieve(gw, call, {}, call.recovered_id)
     return gw.payments.refund(
         account_id=call.account_id,
         livemode=call.livemode,
@@ -699,6 +771,7 @@ def refund_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
         metadata=merge_metadata({}, v.get("metadata")),
         request_id=call.request_id,
         idempotency_key=call.idempotency_key,
+        remember=call.remember,
     )
 
 

@@ -48,6 +48,11 @@ def _metadata(v: dict[str, Any]) -> dict[str, str] | None:
 
 
 def create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    if call.recovered_id:
+        # A crashed earlier request created it; its caller never saw the secret.
+        with gw.db.read() as s:
+            ep = _get(gw, s, call, call.recovered_id)
+            return webhooks.render_endpoint(ep, secret=_box(gw).decrypt(ep.secret_ciphertext))
     with gw.db.write() as s:
         ep, secret = webhooks.create_endpoint(
             s,
@@ -62,6 +67,7 @@ def create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
             now=int(gw.clock.now()),
             allow_private_urls=gw.settings.webhook_allow_private_urls,
         )
+        call.remember(s, ep.id)
         return webhooks.render_endpoint(ep, secret=secret)
 
 

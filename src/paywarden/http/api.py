@@ -10,13 +10,16 @@ details go only to the server log (by request id), never to the caller.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,7 +38,7 @@ from paywarden.core.ids import new_id
 from paywarden.http.cardguard import refuse_raw_card_data
 from paywarden.http.forms import build_nested, decode_form, decode_json
 from paywarden.http.params import Param, validate
-from paywarden.idempotency.service import fingerprint
+from paywarden.idempotency.service import IdempotencyStore, Reservation, fingerprint
 from paywarden.tenancy.keys import hint
 from paywarden.tenancy.scopes import allows
 from paywarden.tenancy.service import AuthContext, authenticate, record_security_event
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     from paywarden.gateway.container import Gateway
 
 log = logging.getLogger("paywarden.http")
+_PATH_ID_RE = re.compile(r"[A-Za-z0-9_]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,22 @@ class Call:
     request_id: str
     idempotency_key: str | None
     source_ip: str
+    # Set when this request took over an idempotency key whose first holder
+    # died after creating this object: resume it, do not create another.
+    recovered_id: str | None = None
+    idempotent: bool = False
+
+    def remember(self, session: Session, object_id: str) -> None:
+        """Tie a newly created object to this request's idempotency key, in the
+        same transaction that creates it."""
+        if self.idempotent and self.idempotency_key:
+            IdempotencyStore.remember(
+                session,
+                account_id=self.auth.account_id,
+                livemode=self.auth.livemode,
+                key=self.idempotency_key,
+                object_id=object_id,
+            )
 
     @property
     def account_id(self) -> str:
@@ -236,11 +256,18 @@ def _process(
     auth = _authenticate(gw, raw_key, source, rid)
     _authorize(gw, ep, auth, source, rid)
     refuse_raw_card_data(params)
+    for name, value in path_params.items():
+        if not _PATH_ID_RE.fullmatch(value):
+            raise InvalidRequestError(
+                f"Invalid {name}: must be an object id.", code="resource_missing", param=name
+            )
     values = validate(params, ep.spec)
     call = Call(auth=auth, request_id=rid, idempotency_key=idem_key, source_ip=source)
     if ep.method != "POST" or not idem_key:
         return _execute(gw, ep, call, values, path_params)
-    fp = fingerprint(ep.method, ep.path.format(**path_params), params)
+    # The key kind is part of the request's identity: a publishable key must
+    # not replay what a secret key's request returned.
+    fp = fingerprint(ep.method, ep.path.format(**path_params), {"~key": auth.kind, **params})
     now = gw.clock.now()
     stored = gw.idempotency.begin(
         account_id=auth.account_id,
@@ -251,7 +278,9 @@ def _process(
         fp=fp,
         now=now,
     )
-    if stored is not None:
+    if isinstance(stored, Reservation):
+        call = dataclasses.replace(call, recovered_id=stored.recovery_point, idempotent=True)
+    else:
         return (
             stored.status,
             stored.body,
@@ -338,6 +367,9 @@ def _authorize(gw: Gateway, ep: Endpoint, auth: AuthContext, source: str, rid: s
     err = PermissionDeniedError(
         msg, code="secret_key_required" if auth.kind == "publishable" else None
     )
+    # Denials count against the source like failed authentications: a public
+    # publishable key must not buy unlimited writes to the security log.
+    gw.failures.record(source)
     with gw.db.write() as s:
         record_security_event(
             s,

@@ -20,6 +20,8 @@ _INT_RE = re.compile(r"^-?[0-9]{1,19}$")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_]{1,128}$")
 UNSET: Any = object()
+# Integers without their own bound still fit a signed 64-bit column (and JSON's safe range).
+MAX_INT = 2**53 - 1
 
 
 @dataclass(frozen=True)
@@ -148,10 +150,11 @@ def _int(value: Any, p: Param, name: str) -> int:
         if n > MAX_AMOUNT:
             raise _bad(name, f"Invalid {name}: must be at most {MAX_AMOUNT}.", "amount_too_large")
         return n
+    hi = p.max if p.max is not None else MAX_INT
     if p.min is not None and n < p.min:
         raise _bad(name, f"Invalid {name}: must be at least {p.min}.", "parameter_invalid_integer")
-    if p.max is not None and n > p.max:
-        raise _bad(name, f"Invalid {name}: must be at most {p.max}.", "parameter_invalid_integer")
+    if n > hi:
+        raise _bad(name, f"Invalid {name}: must be at most {hi}.", "parameter_invalid_integer")
     return n
 
 

@@ -26,3 +26,5 @@ class IdempotencyRecord(Base):
     response_body: Mapped[str | None] = mapped_column(Text)
     response_headers: Mapped[dict[str, Any] | None]
     created: Mapped[int] = mapped_column(index=True)
+    # Id of the object the first execution created (see service.Reservation).
+    recovery_point: Mapped[str | None] = mapped_column(String(64))

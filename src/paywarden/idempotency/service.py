@@ -21,8 +21,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from paywarden.core.errors import ConflictError, IdempotencyError, InvalidRequestError
 from paywarden.db import Database
@@ -36,6 +37,15 @@ MAX_KEY_LENGTH = 255
 class StoredResponse:
     status: int
     body: str
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The key is ours. ``recovery_point`` is the object a crashed earlier
+    holder of the key had already created: creating handlers resume it instead
+    of creating (and charging) a second one."""
+
+    recovery_point: str | None = None
 
 
 def fingerprint(method: str, path: str, params: dict[str, Any]) -> str:
@@ -68,8 +78,8 @@ class IdempotencyStore:
         path: str,
         fp: str,
         now: float,
-    ) -> StoredResponse | None:
-        """Reserve the key (returns None) or return the stored response to replay."""
+    ) -> StoredResponse | Reservation:
+        """Reserve the key, or return the stored response to replay."""
         check_key(key)
         for _ in range(3):
             try:
@@ -102,9 +112,10 @@ class IdempotencyStore:
                                 response_body=None,
                                 response_headers=None,
                                 created=int(now),
+                                recovery_point=None,
                             )
                         )
-                        return None
+                        return Reservation()
                     if rec.method != method or rec.path != path or rec.fingerprint != fp:
                         raise IdempotencyError(
                             "Keys for idempotent requests can only be used with the same "
@@ -123,12 +134,29 @@ class IdempotencyStore:
                             "other request is still going through). Please try again later.",
                             code="idempotency_key_in_use",
                         )
-                    rec.locked_until = now + self.lock_seconds  # the holder died: take over
-                    return None
+                    # The holder died (its lock expired): take over, resuming
+                    # whatever it had already created.
+                    rec.locked_until = now + self.lock_seconds
+                    return Reservation(recovery_point=rec.recovery_point)
             except IntegrityError:
                 continue  # lost an insert race; re-read
         raise ConflictError(
             "Concurrent use of this Idempotency-Key.", code="idempotency_key_in_use"
+        )
+
+    @staticmethod
+    def remember(
+        session: Session, *, account_id: str, livemode: bool, key: str, object_id: str
+    ) -> None:
+        """Record, in the caller's transaction, the object this request created."""
+        session.execute(
+            update(IdempotencyRecord)
+            .where(
+                IdempotencyRecord.account_id == account_id,
+                IdempotencyRecord.livemode == livemode,
+                IdempotencyRecord.key == key,
+            )
+            .values(recovery_point=object_id)
         )
 
     def complete(

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +119,7 @@ class _Outcome:
     attempt_id: str | None = None
     acquirer: str | None = None
     result: AuthorizationResult | None = None
+    error: str | None = None
 
 
 class Payments:
@@ -231,18 +233,27 @@ class Payments:
         error: str | None = None,
         response: dict[str, Any] | None = None,
         reconcile: bool = False,
+        session: Session | None = None,
     ) -> None:
-        with self.db.write() as s:
-            att = s.scalar(select(AcquirerAttempt).where(AcquirerAttempt.id == attempt_id))
-            assert att is not None
-            att.status = status
-            att.error = error[:255] if error else None
-            if response is not None:
-                att.response = response
-            att.updated = self._now()
-            att.reconcile_after = (
-                int(self.clock.now() + self.reconcile_grace) if reconcile else None
-            )
+        if session is None:
+            with self.db.write() as s:
+                self._mark_attempt(
+                    attempt_id,
+                    status,
+                    error=error,
+                    response=response,
+                    reconcile=reconcile,
+                    session=s,
+                )
+            return
+        att = session.scalar(select(AcquirerAttempt).where(AcquirerAttempt.id == attempt_id))
+        assert att is not None
+        att.status = status
+        att.error = error[:255] if error else None
+        if response is not None:
+            att.response = response
+        att.updated = self._now()
+        att.reconcile_after = int(self.clock.now() + self.reconcile_grace) if reconcile else None
 
     # ------------------------------------------------------------------ confirm
     def confirm(
@@ -424,29 +435,26 @@ class Payments:
             return render_intent(pi)
 
     def _authorize(self, plan: _AuthPlan) -> _Outcome:
+        """Try acquirers in order. A failed attempt is closed in the same
+        transaction that opens the next one (or fails the intent), so a crash
+        never leaves an intent ``processing`` without an open attempt."""
         names = [plan.acquirer] if plan.acquirer is not None else list(plan.candidates)
         if not names:
             names = [c.name for c in self.router.candidates()]
+        attempt_id = plan.first_attempt
+        if attempt_id is None:
+            with self.db.write() as s:
+                attempt_id = self._add_auth_attempt(
+                    s, self._intent(s, plan), names[0], plan.request
+                )
         for i, name in enumerate(names):
             conn = self.router.get(name)
-            if i == 0 and plan.first_attempt is not None:
-                attempt_id = plan.first_attempt
-            else:
-                with self.db.write() as s:
-                    pi = self.get_intent(
-                        s, account_id=plan.account_id, livemode=plan.livemode, pi_id=plan.pi_id
-                    )
-                    attempt_id = self._add_auth_attempt(s, pi, name, plan.request)
             req = self._attempt_request(plan.request, attempt_id)
             key = f"pw_{attempt_id}"
             try:
                 result = self._call_with_retry(
                     lambda c=conn, r=req, k=key: c.authorize(r, idempotency_key=k)
                 )
-            except AcquirerUnavailable as exc:
-                self.router.record_failure(name)
-                self._mark_attempt(attempt_id, "failed", error=f"unavailable: {type(exc).__name__}")
-                continue
             except AcquirerOutcomeUnknown as exc:
                 # The charge may have happened: never fail over. Reconcile later.
                 self.router.record_failure(name)
@@ -454,12 +462,31 @@ class Payments:
                     attempt_id, "unknown", error=f"unknown: {type(exc).__name__}", reconcile=True
                 )
                 return _Outcome("unknown", attempt_id, name)
+            except AcquirerUnavailable as exc:
+                self.router.record_failure(name)
+                error = f"unavailable: {type(exc).__name__}"
+                if i + 1 < len(names):
+                    with self.db.write() as s:
+                        self._mark_attempt(attempt_id, "failed", error=error, session=s)
+                        attempt_id = self._add_auth_attempt(
+                            s, self._intent(s, plan), names[i + 1], plan.request
+                        )
+                    continue
+                return _Outcome("unavailable", attempt_id, name, error=error)
             except AcquirerError as exc:
-                self._mark_attempt(attempt_id, "failed", error=f"rejected: {str(exc)[:200]}")
-                return _Outcome("unavailable", attempt_id, name)
+                # The acquirer refused the request itself (4xx): not a decline,
+                # and trying elsewhere would not help.
+                return _Outcome(
+                    "unavailable", attempt_id, name, error=f"rejected: {str(exc)[:200]}"
+                )
             self.router.record_success(name)
             return _Outcome("result", attempt_id, name, result)
-        return _Outcome("unavailable")
+        raise AssertionError("unreachable: the last candidate returns")
+
+    def _intent(self, s: Session, plan: _AuthPlan) -> PaymentIntent:
+        return self.get_intent(
+            s, account_id=plan.account_id, livemode=plan.livemode, pi_id=plan.pi_id
+        )
 
     def _attempt_request(self, req: AuthorizationRequest, attempt_id: str) -> AuthorizationRequest:
         # The 3-D Secure return link names the attempt: an unguessable capability.
@@ -500,7 +527,7 @@ class Payments:
                 )
                 return render_intent(pi)
         if outcome.kind == "unavailable" or outcome.result is None:
-            return self._fail_unavailable(plan)
+            return self._fail_unavailable(plan, outcome)
         assert outcome.attempt_id is not None and outcome.acquirer is not None
         card_error, body = self.apply_authorization(
             pi_id=plan.pi_id,
@@ -515,8 +542,10 @@ class Payments:
             raise card_error
         return body
 
-    def _fail_unavailable(self, plan: _AuthPlan) -> dict[str, Any]:
+    def _fail_unavailable(self, plan: _AuthPlan, outcome: _Outcome) -> dict[str, Any]:
         with self.db.write() as s:
+            if outcome.attempt_id is not None:
+                self._mark_attempt(outcome.attempt_id, "failed", error=outcome.error, session=s)
             pi = self.get_intent(
                 s,
                 account_id=plan.account_id,
@@ -819,17 +848,12 @@ class Payments:
             res = self._call_with_retry(
                 lambda: conn.capture(reference, amount, idempotency_key=key)
             )
-        except AcquirerUnavailable as exc:
-            self._mark_attempt(attempt_id, "failed", error=type(exc).__name__)
-            self._revert(account_id, livemode, pi_id, "requires_capture")
-            raise AcquirerUnavailableError(
-                "The acquirer could not be reached; the payment is still authorized. Try the "
-                "capture again.",
-                code="acquirer_unavailable",
-            ) from exc
         except AcquirerOutcomeUnknown as exc:
             self._mark_attempt(attempt_id, "unknown", error=type(exc).__name__, reconcile=True)
             return self._render(account_id, livemode, pi_id)
+        except AcquirerError as exc:
+            self._revert(account_id, livemode, pi_id, "requires_capture", attempt_id, exc)
+            raise _acquirer_failure(exc, "capture") from exc
         self.apply_capture(
             attempt_id=attempt_id,
             amount_captured=res.amount_captured,
@@ -883,8 +907,18 @@ class Payments:
             self._event(s, pi, "charge.captured", render_charge(ch), **ev)
             self._event(s, pi, "payment_intent.succeeded", render_intent(pi), **ev)
 
-    def _revert(self, account_id: str, livemode: bool, pi_id: str, status: str) -> None:
+    def _revert(
+        self,
+        account_id: str,
+        livemode: bool,
+        pi_id: str,
+        status: str,
+        attempt_id: str,
+        exc: AcquirerError,
+    ) -> None:
+        """Close a failed attempt and put the intent back, in one transaction."""
         with self.db.write() as s:
+            self._mark_attempt(attempt_id, "failed", error=type(exc).__name__, session=s)
             pi = self.get_intent(
                 s, account_id=account_id, livemode=livemode, pi_id=pi_id, for_update=True
             )
@@ -941,16 +975,12 @@ class Payments:
         conn = self.router.get(acquirer)
         try:
             self._call_with_retry(lambda: conn.void(reference, idempotency_key=key))
-        except AcquirerUnavailable as exc:
-            self._mark_attempt(attempt_id, "failed", error=type(exc).__name__)
-            self._revert(account_id, livemode, pi_id, "requires_capture")
-            raise AcquirerUnavailableError(
-                "The acquirer could not be reached; the payment is still authorized. Try again.",
-                code="acquirer_unavailable",
-            ) from exc
         except AcquirerOutcomeUnknown as exc:
             self._mark_attempt(attempt_id, "unknown", error=type(exc).__name__, reconcile=True)
             return self._render(account_id, livemode, pi_id)
+        except AcquirerError as exc:
+            self._revert(account_id, livemode, pi_id, "requires_capture", attempt_id, exc)
+            raise _acquirer_failure(exc, "cancel") from exc
         self.apply_void(attempt_id=attempt_id, **ev)
         return self._render(account_id, livemode, pi_id)
 
@@ -1003,6 +1033,7 @@ class Payments:
         metadata: dict[str, str],
         request_id: str | None,
         idempotency_key: str | None,
+        remember: Callable[[Session, str], None] | None = None,
     ) -> dict[str, Any]:
         now = self._now()
         with self.db.write() as s:
@@ -1064,6 +1095,8 @@ class Payments:
                 acquirer_reference=None,
             )
             s.add(rf)
+            if remember is not None:
+                remember(s, rf.id)
             assert ch.acquirer is not None and ch.acquirer_reference is not None
             att = self._new_attempt(
                 pi=pi,
@@ -1097,6 +1130,18 @@ class Payments:
             # Refunds are asynchronous in Stripe too: it stays pending and the
             # reconciler completes it with the same idempotency key.
             self._mark_attempt(attempt_id, "unknown", error=type(exc).__name__, reconcile=True)
+            return self._render_refund(refund_id)
+        except AcquirerError as exc:
+            # Refused outright: the refund fails and its reserved amount is released.
+            self.apply_refund(
+                attempt_id=attempt_id,
+                status="failed",
+                reference=None,
+                failure_reason="unknown",
+                raw={"error": type(exc).__name__},
+                request_id=request_id,
+                idempotency_key=idempotency_key,
+            )
             return self._render_refund(refund_id)
         self.apply_refund(
             attempt_id=attempt_id,
@@ -1155,6 +1200,19 @@ class Payments:
             rf = s.scalar(select(Refund).where(Refund.id == refund_id))
             assert rf is not None
             return render_refund(rf)
+
+
+def _acquirer_failure(exc: AcquirerError, action: str) -> StripeError:
+    if isinstance(exc, AcquirerUnavailable):
+        return AcquirerUnavailableError(
+            f"The acquirer could not be reached, so the {action} did not happen and the payment "
+            "is still authorized. Try again.",
+            code="acquirer_unavailable",
+        )
+    return AcquirerUnavailableError(
+        f"The acquirer refused the {action}; the payment is still authorized.",
+        code="acquirer_rejected",
+    )
 
 
 def check_client_secret(pi: PaymentIntent, client_secret: str) -> None:

@@ -37,7 +37,7 @@ class PaymentIntent(ListableMixin, Base):
     customer_id: Mapped[str | None] = mapped_column(index=True)
     payment_method_id: Mapped[str | None]
     description: Mapped[str | None] = mapped_column(String(1000))
-    receipt_email: Mapped[str | None]
+    receipt_email: Mapped[str | None] = mapped_column(String(512))
     statement_descriptor: Mapped[str | None] = mapped_column(String(22))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
     client_secret: Mapped[str] = mapped_column(String(96))

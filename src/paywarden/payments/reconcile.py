@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from paywarden.acquirers.base import (
     AcquirerError,
@@ -29,9 +29,16 @@ MAX_BACKOFF = 600
 
 
 class Reconciler:
-    def __init__(self, payments: Payments, *, interval: float) -> None:
+    def __init__(
+        self, payments: Payments, *, interval: float, stale_pending_seconds: float = 60.0
+    ) -> None:
+        """``stale_pending_seconds``: an attempt still ``pending`` after this long
+        lost its worker between recording and settling (a crash); it is
+        reconciled like an unknown outcome. It must exceed the longest a live
+        call can take (two acquirer timeouts)."""
         self.p = payments
         self.interval = interval
+        self.stale_pending = stale_pending_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -40,7 +47,22 @@ class Reconciler:
         with self.p.db.write() as s:
             q = (
                 select(AcquirerAttempt)
-                .where(AcquirerAttempt.status == "unknown", AcquirerAttempt.reconcile_after <= now)
+                .where(
+                    or_(
+                        and_(
+                            AcquirerAttempt.status == "unknown",
+                            AcquirerAttempt.reconcile_after <= now,
+                        ),
+                        and_(
+                            AcquirerAttempt.status == "pending",
+                            AcquirerAttempt.updated <= now - self.stale_pending,
+                            or_(
+                                AcquirerAttempt.reconcile_after.is_(None),
+                                AcquirerAttempt.reconcile_after <= now,
+                            ),
+                        ),
+                    )
+                )
                 .order_by(AcquirerAttempt.pk)
                 .limit(limit)
             )
@@ -48,6 +70,7 @@ class Reconciler:
                 q = q.with_for_update(skip_locked=True)
             rows = list(s.scalars(q))
             for att in rows:
+                att.status = "unknown"  # an orphaned pending attempt is an unknown outcome
                 att.reconcile_after = now + LEASE_SECONDS
             return [a.id for a in rows]
 

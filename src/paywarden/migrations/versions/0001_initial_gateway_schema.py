@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 05:43:14.779668
+Create Date: 2026-11-24 06:11:19.328447
 """
 from alembic import op
 import sqlalchemy as sa
@@ -81,10 +81,10 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_charges_payment_intent_id'), ['payment_intent_id'], unique=False)
 
     op.create_table('customers',
-    sa.Column('email', sa.String(length=255), nullable=True),
-    sa.Column('name', sa.String(length=255), nullable=True),
-    sa.Column('phone', sa.String(length=255), nullable=True),
-    sa.Column('description', sa.String(length=255), nullable=True),
+    sa.Column('email', sa.String(length=512), nullable=True),
+    sa.Column('name', sa.String(length=256), nullable=True),
+    sa.Column('phone', sa.String(length=32), nullable=True),
+    sa.Column('description', sa.String(length=350), nullable=True),
     sa.Column('metadata', sa.JSON(), nullable=False),
     sa.Column('address', sa.JSON(), nullable=True),
     sa.Column('invoice_prefix', sa.String(length=255), nullable=True),
@@ -135,6 +135,7 @@ def upgrade() -> None:
     sa.Column('response_body', sa.Text(), nullable=True),
     sa.Column('response_headers', sa.JSON(), nullable=True),
     sa.Column('created', sa.BigInteger(), nullable=False),
+    sa.Column('recovery_point', sa.String(length=64), nullable=True),
     sa.PrimaryKeyConstraint('pk', name=op.f('pk_idempotency_keys')),
     sa.UniqueConstraint('account_id', 'livemode', 'key', name=op.f('uq_idempotency_keys_account_id'))
     )
@@ -150,7 +151,7 @@ def upgrade() -> None:
     sa.Column('customer_id', sa.String(length=255), nullable=True),
     sa.Column('payment_method_id', sa.String(length=255), nullable=True),
     sa.Column('description', sa.String(length=1000), nullable=True),
-    sa.Column('receipt_email', sa.String(length=255), nullable=True),
+    sa.Column('receipt_email', sa.String(length=512), nullable=True),
     sa.Column('statement_descriptor', sa.String(length=22), nullable=True),
     sa.Column('metadata', sa.JSON(), nullable=False),
     sa.Column('client_secret', sa.String(length=96), nullable=False),
