@@ -33,8 +33,14 @@ def _malformed(msg: str) -> InvalidRequestError:
 def decode_form(body: str) -> dict[str, Any]:
     try:
         pairs = parse_qsl(
-            body, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_KEYS
+            body,
+            keep_blank_values=True,
+            strict_parsing=False,
+            max_num_fields=MAX_KEYS,
+            errors="strict",
         )
+    except UnicodeDecodeError as exc:
+        raise _malformed("The request contains percent-escapes that are not valid UTF-8.") from exc
     except ValueError as exc:
         raise _malformed("Too many parameters in the request body.") from exc
     return build_nested(pairs)
