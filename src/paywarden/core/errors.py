@@ -4,6 +4,7 @@ Exception tree::
 
     StripeError                   -> {"error": {type, code, decline_code, message, param}}
       InvalidRequestError   400   invalid_request_error
+        ParameterError      400   invalid_request_error (validation: never stored)
         ResourceMissingError 404  invalid_request_error / resource_missing
         ConflictError       409   invalid_request_error (concurrent use)
       IdempotencyError      400   idempotency_error
@@ -58,6 +59,12 @@ class StripeError(Exception):
 
 class InvalidRequestError(StripeError):
     status = 400
+
+
+class ParameterError(InvalidRequestError):
+    """The request's parameters are invalid. Nothing was executed, so Stripe's
+    idempotency contract does not store this response: a corrected retry may
+    reuse the key."""
 
 
 class ResourceMissingError(InvalidRequestError):

@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from paywarden.core.errors import CardError, InvalidRequestError, ResourceMissingError
+from paywarden.core.errors import (
+    CardError,
+    InvalidRequestError,
+    ParameterError,
+    ResourceMissingError,
+)
 from paywarden.core.ids import new_id, random_base62
 from paywarden.customers import service as customers
 from paywarden.customers.models import Customer
@@ -480,10 +485,7 @@ def _create_intent(gw: Gateway, call: Call, v: dict[str, Any]) -> str:
                     param="payment_method",
                 )
             pm_id = pm.id
-        if v.get("return_url") and not v.get("confirm"):
-            raise InvalidRequestError(
-                "return_url can only be set when confirm=true.", param="return_url"
-            )
+
         pi_id = new_id("pi", 24)
         pi = PaymentIntent(
             id=pi_id,
@@ -529,6 +531,15 @@ def _create_intent(gw: Gateway, call: Call, v: dict[str, Any]) -> str:
 
 
 def pi_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    if v.get("return_url") and not v.get("confirm"):
+        raise ParameterError("return_url can only be set when confirm=true.", param="return_url")
+    if v.get("confirm") and not v.get("payment_method"):
+        raise ParameterError(
+            "You cannot confirm this PaymentIntent because it's missing a payment method. "
+            "Pass payment_method with confirm=true.",
+            param="payment_method",
+            code="payment_intent_unexpected_state",
+        )
     # A takeover of a crashed request resumes the intent it had created: the
     # state machine makes re-confirming it safe, and nothing is created twice.
     pi_id = call.recovered_id or _create_intent(gw, call, v)

@@ -30,6 +30,7 @@ from paywarden.core.errors import (
     ApiError,
     AuthenticationError,
     InvalidRequestError,
+    ParameterError,
     PermissionDeniedError,
     RateLimitError,
     StripeError,
@@ -288,6 +289,10 @@ def _process(
         )
     try:
         status, body, extra = _execute(gw, ep, call, values, path_params)
+    except ParameterError:
+        # Parameters judged invalid by the handler: nothing ran, nothing is stored.
+        gw.idempotency.release(account_id=auth.account_id, livemode=auth.livemode, key=idem_key)
+        raise
     except StripeError as err:
         status, body, extra = err.status, dumps(err.to_dict()), dict(err.headers)
     except BaseException:

@@ -13,11 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from paywarden.core.errors import InvalidRequestError
+from paywarden.core.errors import ParameterError
 from paywarden.core.money import MAX_AMOUNT, CurrencyError, normalize_currency
 
 _INT_RE = re.compile(r"^-?[0-9]{1,19}$")
-_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+# No whitespace and no control characters (PostgreSQL text cannot hold NUL).
+_EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_]{1,128}$")
 UNSET: Any = object()
 # Integers without their own bound still fit a signed 64-bit column (and JSON's safe range).
@@ -39,8 +40,8 @@ class Param:
     check: Callable[[Any, str], Any] | None = None
 
 
-def _bad(param: str, message: str, code: str = "parameter_invalid_string") -> InvalidRequestError:
-    return InvalidRequestError(message, param=param, code=code)
+def _bad(param: str, message: str, code: str = "parameter_invalid_string") -> ParameterError:
+    return ParameterError(message, param=param, code=code)
 
 
 def validate(

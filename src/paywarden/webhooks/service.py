@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from paywarden.core.errors import InvalidRequestError, ResourceMissingError
+from paywarden.core.errors import ParameterError, ResourceMissingError
 from paywarden.core.ids import new_id
 from paywarden.webhooks.event_types import is_valid_event_type
 from paywarden.webhooks.models import WebhookEndpoint
@@ -78,8 +78,8 @@ def validate_url(url: object, *, allow_private_urls: bool) -> str:
     or reserved targets (SSRF guard).
     """
 
-    def bad(message: str) -> InvalidRequestError:
-        return InvalidRequestError(message, param="url")
+    def bad(message: str) -> ParameterError:
+        return ParameterError(message, param="url")
 
     if not isinstance(url, str) or not url:
         raise bad("Invalid URL: a URL is required.")
@@ -116,14 +116,14 @@ def validate_url(url: object, *, allow_private_urls: bool) -> str:
 
 def _validate_enabled_events(value: object) -> list[str]:
     if isinstance(value, str) or not isinstance(value, Sequence) or not value:
-        raise InvalidRequestError(
+        raise ParameterError(
             "enabled_events must be a non-empty list of event types.", param="enabled_events"
         )
     out: list[str] = []
     for item in value:
         if not isinstance(item, str) or not is_valid_event_type(item):
             shown = item if isinstance(item, str) and len(item) <= 64 else "<invalid>"
-            raise InvalidRequestError(
+            raise ParameterError(
                 f"Invalid event type in enabled_events: '{shown}'.", param="enabled_events"
             )
         if item not in out:
@@ -133,9 +133,9 @@ def _validate_enabled_events(value: object) -> list[str]:
 
 def _validate_description(value: object) -> str | None:
     if not isinstance(value, str):
-        raise InvalidRequestError("description must be a string.", param="description")
+        raise ParameterError("description must be a string.", param="description")
     if len(value) > MAX_DESCRIPTION_LENGTH:
-        raise InvalidRequestError(
+        raise ParameterError(
             f"description must be at most {MAX_DESCRIPTION_LENGTH} characters.",
             param="description",
         )
@@ -144,7 +144,7 @@ def _validate_description(value: object) -> str | None:
 
 def _validate_api_version(value: object) -> str:
     if not isinstance(value, str) or not _API_VERSION_RE.fullmatch(value):
-        raise InvalidRequestError("Invalid api_version.", param="api_version")
+        raise ParameterError("Invalid api_version.", param="api_version")
     return value
 
 
@@ -153,18 +153,18 @@ def _merge_metadata(current: Mapping[str, Any], update: object) -> dict[str, Any
     if update == "":
         return {}
     if not isinstance(update, Mapping):
-        raise InvalidRequestError("metadata must be an object.", param="metadata")
+        raise ParameterError("metadata must be an object.", param="metadata")
     merged = dict(current)
     for key, value in update.items():
         if not isinstance(key, str) or not key or len(key) > MAX_METADATA_KEY_LENGTH:
-            raise InvalidRequestError(
+            raise ParameterError(
                 f"Metadata keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters.",
                 param="metadata",
             )
         if not isinstance(value, str):
-            raise InvalidRequestError("Metadata values must be strings.", param=f"metadata[{key}]")
+            raise ParameterError("Metadata values must be strings.", param=f"metadata[{key}]")
         if len(value) > MAX_METADATA_VALUE_LENGTH:
-            raise InvalidRequestError(
+            raise ParameterError(
                 f"Metadata values must be at most {MAX_METADATA_VALUE_LENGTH} characters.",
                 param=f"metadata[{key}]",
             )
@@ -173,7 +173,7 @@ def _merge_metadata(current: Mapping[str, Any], update: object) -> dict[str, Any
         else:
             merged[key] = value
     if len(merged) > MAX_METADATA_KEYS:
-        raise InvalidRequestError(
+        raise ParameterError(
             f"Metadata can have at most {MAX_METADATA_KEYS} keys.", param="metadata"
         )
     return merged
@@ -260,7 +260,7 @@ def update_endpoint(
     new_desc = None if description is None else _validate_description(description)
     new_meta = None if metadata is None else _merge_metadata(endpoint.metadata_, metadata)
     if disabled is not None and not isinstance(disabled, bool):
-        raise InvalidRequestError("disabled must be a boolean.", param="disabled")
+        raise ParameterError("disabled must be a boolean.", param="disabled")
 
     if new_url is not None:
         endpoint.url = new_url
@@ -303,7 +303,7 @@ def roll_secret(
         or not isinstance(expires_in_seconds, int)
         or not 0 <= expires_in_seconds <= MAX_ROLL_EXPIRY_SECONDS
     ):
-        raise InvalidRequestError(
+        raise ParameterError(
             f"expires_in_seconds must be an integer from 0 to {MAX_ROLL_EXPIRY_SECONDS}.",
             param="expires_in_seconds",
         )
