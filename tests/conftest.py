@@ -201,24 +201,14 @@ class Merchant:
 
 
 def make_merchant(gw: Gateway, name: str = "Acme") -> Merchant:
-    now = int(time.time())
     with gw.db.write() as s:
-        acct = tenancy.create_account(s, name=name, email=None, now=now)
-        sk = tenancy.create_key(
+        acct, sk, pk = tenancy.create_merchant(
             s,
-            account_id=acct.id,
-            kind="secret",
-            livemode=False,
+            name=name,
+            email=None,
             pepper=gw.secrets.api_key_pepper,
-            now=now,
-        )
-        pk = tenancy.create_key(
-            s,
-            account_id=acct.id,
-            kind="publishable",
-            livemode=False,
-            pepper=gw.secrets.api_key_pepper,
-            now=now,
+            now=int(time.time()),
+            key_name="test",
         )
         return Merchant(acct.id, sk.secret.reveal(), pk.secret.reveal(), gw)
 

@@ -82,3 +82,28 @@ def render_list(
     url: str, rows: list[T], has_more: bool, render: Callable[[T], dict[str, Any]]
 ) -> dict[str, Any]:
     return list_object(url, [render(r) for r in rows], has_more)
+
+
+def list_response(
+    session: Session,
+    model: type[T],
+    *,
+    account_id: str,
+    livemode: bool,
+    params: dict[str, Any],
+    kind: str,
+    url: str,
+    render: Callable[[T], dict[str, Any]],
+    filters: Sequence[ColumnElement[bool]] = (),
+) -> dict[str, Any]:
+    """One page of a tenant's objects as a Stripe list object."""
+    rows, has_more = list_page(
+        session,
+        model,
+        account_id=account_id,
+        livemode=livemode,
+        params=params,
+        kind=kind,
+        filters=filters,
+    )
+    return render_list(url, rows, has_more, render)

@@ -68,24 +68,13 @@ def merchants_create(name: str, email: str | None, as_json: bool) -> None:
     database = _db(s)
     now = int(time.time())
     with database.write() as sess:
-        acct = tenancy.create_account(sess, name=name, email=email, now=now)
-        sk = tenancy.create_key(
+        acct, sk, pk = tenancy.create_merchant(
             sess,
-            account_id=acct.id,
-            kind="secret",
-            livemode=False,
+            name=name,
+            email=email,
             pepper=secrets.api_key_pepper,
             now=now,
-            name="default",
-        )
-        pk = tenancy.create_key(
-            sess,
-            account_id=acct.id,
-            kind="publishable",
-            livemode=False,
-            pepper=secrets.api_key_pepper,
-            now=now,
-            name="default",
+            key_name="default",
         )
         out = {
             "account": acct.id,
@@ -224,24 +213,13 @@ def ensure_dev_merchant(settings: Settings, database: Database) -> dict[str, Any
                 return creds
     now = int(time.time())
     with database.write() as sess:
-        acct = tenancy.create_account(sess, name="Dev Merchant", email="dev@example.com", now=now)
-        sk = tenancy.create_key(
+        acct, sk, pk = tenancy.create_merchant(
             sess,
-            account_id=acct.id,
-            kind="secret",
-            livemode=False,
+            name="Dev Merchant",
+            email="dev@example.com",
             pepper=secrets.api_key_pepper,
             now=now,
-            name="dev",
-        )
-        pk = tenancy.create_key(
-            sess,
-            account_id=acct.id,
-            kind="publishable",
-            livemode=False,
-            pepper=secrets.api_key_pepper,
-            now=now,
-            name="dev",
+            key_name="dev",
         )
         creds = {
             "gateway_url": settings.base_url,

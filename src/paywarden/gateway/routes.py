@@ -23,7 +23,7 @@ from paywarden.events.models import Event
 from paywarden.events.service import record_event, render_event
 from paywarden.http.api import Call, Endpoint
 from paywarden.http.params import EXPAND, PAGINATION, Param, merge_metadata
-from paywarden.listing import list_page, render_list
+from paywarden.listing import list_response
 from paywarden.payments import methods
 from paywarden.payments.flows import UPDATABLE, Payments, check_client_secret, unexpected_state
 from paywarden.payments.models import Charge, PaymentIntent, PaymentMethod, Refund
@@ -238,16 +238,17 @@ def customer_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     if v.get("email"):
         filters.append(Customer.email == v["email"])
     with gw.db.read() as s:
-        rows, more = list_page(
+        return list_response(
             s,
             Customer,
             account_id=call.account_id,
             livemode=call.livemode,
             params=v,
             kind="customer",
+            url="/v1/customers",
+            render=customers.render,
             filters=filters,
         )
-        return render_list("/v1/customers", rows, more, customers.render)
 
 
 # -------------------------------------------------------------- payment methods
@@ -397,17 +398,18 @@ def pm_list(
                 param="customer",
                 code="parameter_missing",
             )
-        rows, more = list_page(
+        url = f"/v1/customers/{cust}/payment_methods" if customer_id else "/v1/payment_methods"
+        return list_response(
             s,
             PaymentMethod,
             account_id=call.account_id,
             livemode=call.livemode,
             params=v,
             kind="payment_method",
+            url=url,
+            render=methods.render,
             filters=filters,
         )
-        url = f"/v1/customers/{cust}/payment_methods" if customer_id else "/v1/payment_methods"
-        return render_list(url, rows, more, methods.render)
 
 
 def customer_pm_list(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
@@ -716,16 +718,17 @@ def pi_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     if v.get("customer"):
         filters.append(PaymentIntent.customer_id == v["customer"])
     with gw.db.read() as s:
-        rows, more = list_page(
+        return list_response(
             s,
             PaymentIntent,
             account_id=call.account_id,
             livemode=call.livemode,
             params=v,
             kind="payment_intent",
+            url="/v1/payment_intents",
+            render=render_intent,
             filters=filters,
         )
-        return render_list("/v1/payment_intents", rows, more, render_intent)
 
 
 # ----------------------------------------------------------------- charges
@@ -750,16 +753,17 @@ def charge_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     if v.get("customer"):
         filters.append(Charge.customer_id == v["customer"])
     with gw.db.read() as s:
-        rows, more = list_page(
+        return list_response(
             s,
             Charge,
             account_id=call.account_id,
             livemode=call.livemode,
             params=v,
             kind="charge",
+            url="/v1/charges",
+            render=render_charge,
             filters=filters,
         )
-        return render_list("/v1/charges", rows, more, render_charge)
 
 
 # ----------------------------------------------------------------- refunds
@@ -818,16 +822,17 @@ def refund_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     if v.get("payment_intent"):
         filters.append(Refund.payment_intent_id == v["payment_intent"])
     with gw.db.read() as s:
-        rows, more = list_page(
+        return list_response(
             s,
             Refund,
             account_id=call.account_id,
             livemode=call.livemode,
             params=v,
             kind="refund",
+            url="/v1/refunds",
+            render=render_refund,
             filters=filters,
         )
-        return render_list("/v1/refunds", rows, more, render_refund)
 
 
 # ------------------------------------------------------------------ events
@@ -851,16 +856,17 @@ def event_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     if v.get("types"):
         filters.append(Event.type.in_(v["types"]))
     with gw.db.read() as s:
-        rows, more = list_page(
+        return list_response(
             s,
             Event,
             account_id=call.account_id,
             livemode=call.livemode,
             params=v,
             kind="event",
+            url="/v1/events",
+            render=render_event,
             filters=filters,
         )
-        return render_list("/v1/events", rows, more, render_event)
 
 
 def noop(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from paywarden.http.api import Call, Endpoint
 from paywarden.http.params import EXPAND, PAGINATION, Param
-from paywarden.listing import list_page, render_list
+from paywarden.listing import list_response
 from paywarden.webhooks import service as webhooks
 from paywarden.webhooks.models import WebhookEndpoint
 from paywarden.webhooks.secretbox import SecretBox
@@ -117,16 +117,17 @@ def roll(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
 
 def list_(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     with gw.db.read() as s:
-        rows, more = list_page(
+        return list_response(
             s,
             WebhookEndpoint,
             account_id=call.account_id,
             livemode=call.livemode,
             params=v,
             kind="webhook_endpoint",
+            url="/v1/webhook_endpoints",
+            render=webhooks.render_endpoint,
             filters=[WebhookEndpoint.deleted.is_(False)],
         )
-        return render_list("/v1/webhook_endpoints", rows, more, webhooks.render_endpoint)
 
 
 def endpoints() -> list[Endpoint]:

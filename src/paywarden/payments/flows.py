@@ -21,12 +21,13 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from paywarden.acquirers.base import (
+    AcquirerConnector,
     AcquirerError,
     AcquirerOutcomeUnknown,
     AcquirerUnavailable,
@@ -111,6 +112,17 @@ class _AuthPlan:
     # Routing decided in the first transaction, whose attempt row is already written.
     candidates: tuple[str, ...] = ()
     first_attempt: str | None = None
+
+
+@dataclass(frozen=True)
+class _ChargeOp:
+    attempt_id: str
+    key: str
+    acquirer: str
+    reference: str
+
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -822,38 +834,20 @@ class Payments:
                     code="amount_too_large",
                     param="amount_to_capture",
                 )
-            ch = self.get_charge(s, pi.latest_charge_id, for_update=True)
-            assert ch is not None and ch.acquirer is not None and ch.acquirer_reference is not None
             if metadata is not None:
                 pi.metadata_ = merge_metadata(pi.metadata_, metadata)
-            pi.status = "processing"
-            pi.version += 1
-            att = self._new_attempt(
-                pi=pi,
-                operation="capture",
-                acquirer=ch.acquirer,
-                amount=amount,
-                request={"reference": ch.acquirer_reference, "amount": amount},
-                charge_id=ch.id,
-            )
-            s.add(att)
-            attempt_id, key, acquirer, reference = (
-                att.id,
-                att.idempotency_key,
-                ch.acquirer,
-                ch.acquirer_reference,
-            )
-        conn = self.router.get(acquirer)
-        try:
-            res = self._call_with_retry(
-                lambda: conn.capture(reference, amount, idempotency_key=key)
-            )
-        except AcquirerOutcomeUnknown as exc:
-            self._mark_attempt(attempt_id, "unknown", error=type(exc).__name__, reconcile=True)
+            op = self._record_charge_operation(s, pi, "capture", amount)
+        res = self._call_charge_operation(
+            op,
+            account_id,
+            livemode,
+            pi_id,
+            "capture",
+            lambda conn, ref, key: conn.capture(ref, amount, idempotency_key=key),
+        )
+        if res is None:  # unknown outcome: the reconciler settles it
             return self._render(account_id, livemode, pi_id)
-        except AcquirerError as exc:
-            self._revert(account_id, livemode, pi_id, "requires_capture", attempt_id, exc)
-            raise _acquirer_failure(exc, "capture") from exc
+        attempt_id = op.attempt_id
         self.apply_capture(
             attempt_id=attempt_id,
             amount_captured=res.amount_captured,
@@ -863,6 +857,52 @@ class Payments:
             idempotency_key=idempotency_key,
         )
         return self._render(account_id, livemode, pi_id)
+
+    def _record_charge_operation(
+        self, s: Session, pi: PaymentIntent, operation: str, amount: int | None
+    ) -> _ChargeOp:
+        """Record step for capture/void of the intent's authorized charge."""
+        ch = self.get_charge(s, pi.latest_charge_id, for_update=True)
+        assert ch is not None
+        assert ch.acquirer is not None
+        assert ch.acquirer_reference is not None
+        pi.status = "processing"
+        pi.version += 1
+        request: dict[str, Any] = {"reference": ch.acquirer_reference}
+        if amount is not None:
+            request["amount"] = amount
+        att = self._new_attempt(
+            pi=pi,
+            operation=operation,
+            acquirer=ch.acquirer,
+            amount=ch.amount if amount is None else amount,
+            request=request,
+            charge_id=ch.id,
+        )
+        s.add(att)
+        return _ChargeOp(att.id, att.idempotency_key, ch.acquirer, ch.acquirer_reference)
+
+    def _call_charge_operation(
+        self,
+        op: _ChargeOp,
+        account_id: str,
+        livemode: bool,
+        pi_id: str,
+        action: str,
+        call: Callable[[AcquirerConnector, str, str], _T],
+    ) -> _T | None:
+        """Call step: None when the outcome is unknown (left to the reconciler);
+        an acquirer that certainly did not act puts the intent back and raises."""
+        conn = self.router.get(op.acquirer)
+        try:
+            result: _T = self._call_with_retry(lambda: call(conn, op.reference, op.key))
+        except AcquirerOutcomeUnknown as exc:
+            self._mark_attempt(op.attempt_id, "unknown", error=type(exc).__name__, reconcile=True)
+            return None
+        except AcquirerError as exc:
+            self._revert(account_id, livemode, pi_id, "requires_capture", op.attempt_id, exc)
+            raise _acquirer_failure(exc, action) from exc
+        return result
 
     def apply_capture(
         self,
@@ -953,35 +993,18 @@ class Payments:
             if pi.status != "requires_capture":
                 self._mark_canceled(s, pi, None, ev)
                 return render_intent(pi)
-            ch = self.get_charge(s, pi.latest_charge_id, for_update=True)
-            assert ch is not None and ch.acquirer is not None and ch.acquirer_reference is not None
-            pi.status = "processing"
-            pi.version += 1
-            att = self._new_attempt(
-                pi=pi,
-                operation="void",
-                acquirer=ch.acquirer,
-                amount=ch.amount,
-                request={"reference": ch.acquirer_reference},
-                charge_id=ch.id,
-            )
-            s.add(att)
-            attempt_id, key, acquirer, reference = (
-                att.id,
-                att.idempotency_key,
-                ch.acquirer,
-                ch.acquirer_reference,
-            )
-        conn = self.router.get(acquirer)
-        try:
-            self._call_with_retry(lambda: conn.void(reference, idempotency_key=key))
-        except AcquirerOutcomeUnknown as exc:
-            self._mark_attempt(attempt_id, "unknown", error=type(exc).__name__, reconcile=True)
+            op = self._record_charge_operation(s, pi, "void", None)
+        res = self._call_charge_operation(
+            op,
+            account_id,
+            livemode,
+            pi_id,
+            "cancel",
+            lambda conn, ref, key: conn.void(ref, idempotency_key=key),
+        )
+        if res is None:  # unknown outcome: the reconciler settles it
             return self._render(account_id, livemode, pi_id)
-        except AcquirerError as exc:
-            self._revert(account_id, livemode, pi_id, "requires_capture", attempt_id, exc)
-            raise _acquirer_failure(exc, "cancel") from exc
-        self.apply_void(attempt_id=attempt_id, **ev)
+        self.apply_void(attempt_id=op.attempt_id, **ev)
         return self._render(account_id, livemode, pi_id)
 
     def apply_void(

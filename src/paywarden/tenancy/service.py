@@ -86,6 +86,26 @@ def create_key(
     return IssuedKey(record_id=rec.id, kind=kind, livemode=livemode, secret=raw)
 
 
+def create_merchant(
+    session: Session, *, name: str, email: str | None, pepper: Secret, now: int, key_name: str
+) -> tuple[Account, IssuedKey, IssuedKey]:
+    """A merchant with its first test-mode secret and publishable keys."""
+    acct = create_account(session, name=name, email=email, now=now)
+    keys = [
+        create_key(
+            session,
+            account_id=acct.id,
+            kind=kind,
+            livemode=False,
+            pepper=pepper,
+            now=now,
+            name=key_name,
+        )
+        for kind in ("secret", "publishable")
+    ]
+    return acct, keys[0], keys[1]
+
+
 def list_keys(session: Session, *, account_id: str) -> list[ApiKey]:
     return list(
         session.scalars(select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.pk))
