@@ -381,3 +381,25 @@ def test_secretbox_rejects_wrong_key_and_bad_key(box: SecretBox) -> None:
         SecretBox(Secret("too-short"))
     assert "whsec" not in repr(box)
     assert box.decrypt(token) == "whsec_abc"
+
+
+def test_pinned_target_connects_to_the_checked_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from paywarden.core.errors import ParameterError
+    from paywarden.webhooks.service import pinned_target
+
+    answers = {"addr": "93.184.216.34"}
+
+    def fake_getaddrinfo(host: str, port: int, *args: object, **kw: object) -> list[object]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers["addr"], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    url, host_header, sni = pinned_target("https://hooks.example.com:8443/pw?x=1")
+    assert url == "https://93.184.216.34:8443/pw?x=1"
+    assert host_header == "hooks.example.com:8443"
+    assert sni == "hooks.example.com"
+    # DNS now answers with a private address (rebinding): refused at send time.
+    answers["addr"] = "169.254.169.254"
+    with pytest.raises(ParameterError):
+        pinned_target("https://hooks.example.com/pw")

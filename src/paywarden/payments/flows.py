@@ -858,6 +858,15 @@ class Payments:
         )
         return self._render(account_id, livemode, pi_id)
 
+    @staticmethod
+    def _open_attempt(s: Session, attempt_id: str) -> AcquirerAttempt | None:
+        """Lock an attempt; None if its outcome was already settled."""
+        att = s.scalar(
+            select(AcquirerAttempt).where(AcquirerAttempt.id == attempt_id).with_for_update()
+        )
+        assert att is not None
+        return att if att.status in ("pending", "unknown") else None
+
     def _record_charge_operation(
         self, s: Session, pi: PaymentIntent, operation: str, amount: int | None
     ) -> _ChargeOp:
@@ -915,12 +924,9 @@ class Payments:
         idempotency_key: str | None,
     ) -> None:
         with self.db.write() as s:
-            att = s.scalar(
-                select(AcquirerAttempt).where(AcquirerAttempt.id == attempt_id).with_for_update()
-            )
-            assert att is not None
-            if att.status not in ("pending", "unknown"):
-                return
+            att = self._open_attempt(s, attempt_id)
+            if att is None:
+                return  # already settled (by a live request or the reconciler)
             pi = s.scalar(
                 select(PaymentIntent)
                 .where(PaymentIntent.id == att.payment_intent_id)
@@ -1011,12 +1017,9 @@ class Payments:
         self, *, attempt_id: str, request_id: str | None, idempotency_key: str | None
     ) -> None:
         with self.db.write() as s:
-            att = s.scalar(
-                select(AcquirerAttempt).where(AcquirerAttempt.id == attempt_id).with_for_update()
-            )
-            assert att is not None
-            if att.status not in ("pending", "unknown"):
-                return
+            att = self._open_attempt(s, attempt_id)
+            if att is None:
+                return  # already settled (by a live request or the reconciler)
             att.status, att.updated, att.reconcile_after = "voided", self._now(), None
             pi = s.scalar(
                 select(PaymentIntent)
@@ -1189,12 +1192,9 @@ class Payments:
         idempotency_key: str | None,
     ) -> None:
         with self.db.write() as s:
-            att = s.scalar(
-                select(AcquirerAttempt).where(AcquirerAttempt.id == attempt_id).with_for_update()
-            )
-            assert att is not None
-            if att.status not in ("pending", "unknown"):
-                return
+            att = self._open_attempt(s, attempt_id)
+            if att is None:
+                return  # already settled (by a live request or the reconciler)
             rf = s.scalar(select(Refund).where(Refund.id == att.refund_id).with_for_update())
             ch = self.get_charge(s, att.charge_id, for_update=True)
             pi = s.scalar(select(PaymentIntent).where(PaymentIntent.id == att.payment_intent_id))

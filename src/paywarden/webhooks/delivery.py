@@ -25,6 +25,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from sqlalchemy import or_, select, update
@@ -39,7 +40,7 @@ from paywarden.events.service import render_event
 from paywarden.webhooks.event_types import subscribes_to
 from paywarden.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from paywarden.webhooks.secretbox import SecretBox, SecretBoxError
-from paywarden.webhooks.service import signing_secrets, validate_url
+from paywarden.webhooks.service import pinned_target, signing_secrets
 from paywarden.webhooks.signing import signature_header
 
 logger = logging.getLogger(__name__)
@@ -305,25 +306,29 @@ class WebhookDispatcher:
 
     def _send(self, job: _Job) -> tuple[int | None, str | None]:
         """POST the event; returns (status code, None) or (None, error class name)."""
-        if not self._allow_private_urls:
-            try:
-                validate_url(job.url, allow_private_urls=False)
-            except InvalidRequestError:
-                return None, "BlockedDestination"
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
             "Stripe-Signature": signature_header(job.body, job.secrets, int(self._clock.now())),
         }
+        url = job.url
+        extensions: dict[str, Any] = {}
+        if not self._allow_private_urls:
+            try:
+                url, headers["Host"], server_name = pinned_target(job.url)
+            except InvalidRequestError:
+                return None, "BlockedDestination"
+            extensions["sni_hostname"] = server_name
         try:
             # Streamed and never read: the response body is neither needed nor stored.
             with self._client.stream(
                 "POST",
-                job.url,
+                url,
                 content=job.body,
                 headers=headers,
                 timeout=self._timeout,
                 follow_redirects=False,
+                extensions=extensions,
             ) as resp:
                 return resp.status_code, None
         except Exception as exc:  # noqa: BLE001 - any failure is an attempt outcome

@@ -12,7 +12,7 @@ import re
 import socket
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -109,6 +109,25 @@ def validate_url(url: object, *, allow_private_urls: bool) -> str:
     if not all(_is_public(ip) for ip in addresses):
         raise bad("Invalid URL: must not point to a loopback, private or link-local address.")
     return url
+
+
+def pinned_target(url: str) -> tuple[str, str, str]:
+    """Resolve ``url`` once, check every address is public, and return
+    ``(url with the host replaced by one checked address, Host header, TLS
+    server name)``. Connecting to the checked address closes the DNS-rebinding
+    gap between the check and the connection."""
+    validate_url(url, allow_private_urls=False)
+    parts = urlsplit(url)
+    host = parts.hostname
+    assert host is not None
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    addresses = _resolve(host, port)
+    if not addresses or not all(_is_public(ip) for ip in addresses):
+        raise ParameterError("Invalid URL: must not point to a private address.", param="url")
+    ip = addresses[0]
+    literal = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+    netloc = f"{literal}:{parts.port}" if parts.port else literal
+    return urlunsplit(parts._replace(netloc=netloc)), parts.netloc, host
 
 
 # ----------------------------------------------------------------------- params
