@@ -43,6 +43,8 @@ def test_unknown_outcome_is_reconciled_exactly_once(
         )
     assert [a.acquirer for a in atts] == ["sandbox_a"]
     assert atts[0].status == "unknown"
+    processing = api.get("/v1/events", {"type": "payment_intent.processing"}).json()["data"]
+    assert [e["data"]["object"]["id"] for e in processing] == [pi["id"]]
     # A second confirm is refused while the outcome is unknown.
     r2 = api.post(f"/v1/payment_intents/{pi['id']}/confirm")
     assert r2.status_code == 400

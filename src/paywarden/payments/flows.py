@@ -470,9 +470,24 @@ class Payments:
             except AcquirerOutcomeUnknown as exc:
                 # The charge may have happened: never fail over. Reconcile later.
                 self.router.record_failure(name)
-                self._mark_attempt(
-                    attempt_id, "unknown", error=f"unknown: {type(exc).__name__}", reconcile=True
-                )
+                with self.db.write() as s:
+                    self._mark_attempt(
+                        attempt_id,
+                        "unknown",
+                        error=f"unknown: {type(exc).__name__}",
+                        reconcile=True,
+                        session=s,
+                    )
+                    # The payment stays `processing` until reconciled; tell the merchant.
+                    pi = self._intent(s, plan)
+                    self._event(
+                        s,
+                        pi,
+                        "payment_intent.processing",
+                        render_intent(pi),
+                        request_id=plan.request_id,
+                        idempotency_key=plan.idempotency_key,
+                    )
                 return _Outcome("unknown", attempt_id, name)
             except AcquirerUnavailable as exc:
                 self.router.record_failure(name)
