@@ -615,7 +615,6 @@ def pi_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, 
             raise unexpected_state(pi, "update", UPDATABLE)
         if pi.status == "canceled" and v.keys() - {"expand"}:
             raise unexpected_state(pi, "update", UPDATABLE)
-        before = render_intent(pi)
         if v.get("customer"):
             customers.get(
                 s, account_id=call.account_id, livemode=call.livemode, customer_id=v["customer"]
@@ -641,6 +640,11 @@ def pi_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, 
                     now=now,
                     pepper=gw.secrets.api_key_pepper,
                 )
+                if pm.customer_id is not None and pm.customer_id != pi.customer_id:
+                    raise InvalidRequestError(
+                        f"The provided PaymentMethod {pm.id} is attached to another customer.",
+                        param="payment_method",
+                    )
                 pi.payment_method_id = pm.id
                 pi.status = "requires_confirmation"
                 pi.next_action = None
@@ -650,10 +654,8 @@ def pi_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, 
         if "metadata" in v:
             pi.metadata_ = merge_metadata(pi.metadata_, v["metadata"])
         pi.version += 1
-        after = render_intent(pi)
         # Stripe emits no event for a plain PaymentIntent update.
-        del before
-        return _render_pi(gw, call, after, v)
+        return _render_pi(gw, call, render_intent(pi), v)
 
 
 def pi_confirm(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:

@@ -295,10 +295,8 @@ def _process(
         raise
     except StripeError as err:
         status, body, extra = err.status, dumps(err.to_dict()), dict(err.headers)
-    except BaseException:
-        # Crashed mid-flight: keep the reservation until its lock expires, then
-        # a retry may proceed (every money-moving step is itself re-runnable).
-        raise
+    # Any other exception leaves the reservation in flight: after its lock
+    # expires a retry takes it over and resumes what was created (Reservation).
     gw.idempotency.complete(
         account_id=auth.account_id, livemode=auth.livemode, key=idem_key, status=status, body=body
     )
