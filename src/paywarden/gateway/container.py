@@ -93,6 +93,7 @@ def build_gateway(
 
 def with_background_workers(gw: Gateway) -> Gateway:
     """Attach the reconciler and the webhook dispatcher (started by the app's lifespan)."""
+    from paywarden.core.periodic import PeriodicTask
     from paywarden.payments.reconcile import Reconciler
     from paywarden.webhooks.delivery import WebhookDispatcher
     from paywarden.webhooks.secretbox import SecretBox
@@ -116,6 +117,10 @@ def with_background_workers(gw: Gateway) -> Gateway:
             backoff_base=s.webhook_backoff_base_seconds,
             poll_seconds=s.webhook_poll_seconds,
             allow_private_urls=s.webhook_allow_private_urls,
+        ),
+        # Idempotency keys older than the replay window are forgotten.
+        PeriodicTask(
+            "idempotency-purge", 300.0, lambda: gw.idempotency.purge_expired(gw.clock.now())
         ),
     ]
     return gw
