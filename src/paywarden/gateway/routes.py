@@ -6,6 +6,7 @@ Handlers validate nothing themselves (the spec did), own no business rules
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -231,24 +232,6 @@ def customer_delete(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict
             idempotency_key=call.idempotency_key,
         )
         return customers.render(c)
-
-
-def customer_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
-    filters = [Customer.deleted.is_(False)]
-    if v.get("email"):
-        filters.append(Customer.email == v["email"])
-    with gw.db.read() as s:
-        return list_response(
-            s,
-            Customer,
-            account_id=call.account_id,
-            livemode=call.livemode,
-            params=v,
-            kind="customer",
-            url="/v1/customers",
-            render=customers.render,
-            filters=filters,
-        )
 
 
 # -------------------------------------------------------------- payment methods
@@ -715,24 +698,6 @@ def pi_cancel(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, 
     return _render_pi(gw, call, body, v)
 
 
-def pi_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
-    filters = []
-    if v.get("customer"):
-        filters.append(PaymentIntent.customer_id == v["customer"])
-    with gw.db.read() as s:
-        return list_response(
-            s,
-            PaymentIntent,
-            account_id=call.account_id,
-            livemode=call.livemode,
-            params=v,
-            kind="payment_intent",
-            url="/v1/payment_intents",
-            render=render_intent,
-            filters=filters,
-        )
-
-
 # ----------------------------------------------------------------- charges
 def charge_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
     with gw.db.read() as s:
@@ -746,26 +711,6 @@ def charge_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict
         if ch is None:
             raise ResourceMissingError("charge", id)
         return render_charge(ch)
-
-
-def charge_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
-    filters = []
-    if v.get("payment_intent"):
-        filters.append(Charge.payment_intent_id == v["payment_intent"])
-    if v.get("customer"):
-        filters.append(Charge.customer_id == v["customer"])
-    with gw.db.read() as s:
-        return list_response(
-            s,
-            Charge,
-            account_id=call.account_id,
-            livemode=call.livemode,
-            params=v,
-            kind="charge",
-            url="/v1/charges",
-            render=render_charge,
-            filters=filters,
-        )
 
 
 # ----------------------------------------------------------------- refunds
@@ -817,26 +762,6 @@ def refund_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[s
         return render_refund(rf)
 
 
-def refund_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
-    filters = []
-    if v.get("charge"):
-        filters.append(Refund.charge_id == v["charge"])
-    if v.get("payment_intent"):
-        filters.append(Refund.payment_intent_id == v["payment_intent"])
-    with gw.db.read() as s:
-        return list_response(
-            s,
-            Refund,
-            account_id=call.account_id,
-            livemode=call.livemode,
-            params=v,
-            kind="refund",
-            url="/v1/refunds",
-            render=render_refund,
-            filters=filters,
-        )
-
-
 # ------------------------------------------------------------------ events
 def event_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
     with gw.db.read() as s:
@@ -869,6 +794,66 @@ def event_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
             render=render_event,
             filters=filters,
         )
+
+
+def lister(
+    model: Any,
+    *,
+    kind: str,
+    url: str,
+    render: Callable[[Any], dict[str, Any]],
+    by: dict[str, Any],
+    always: tuple[Any, ...] = (),
+) -> Callable[[Gateway, Call, dict[str, Any]], dict[str, Any]]:
+    """A Stripe list endpoint: ``by`` maps a filter parameter to its column."""
+
+    def handler(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+        filters = [*always, *(col == v[param] for param, col in by.items() if v.get(param))]
+        with gw.db.read() as s:
+            return list_response(
+                s,
+                model,
+                account_id=call.account_id,
+                livemode=call.livemode,
+                params=v,
+                kind=kind,
+                url=url,
+                render=render,
+                filters=filters,
+            )
+
+    return handler
+
+
+customer_list = lister(
+    Customer,
+    kind="customer",
+    url="/v1/customers",
+    render=customers.render,
+    by={"email": Customer.email},
+    always=(Customer.deleted.is_(False),),
+)
+pi_list = lister(
+    PaymentIntent,
+    kind="payment_intent",
+    url="/v1/payment_intents",
+    render=render_intent,
+    by={"customer": PaymentIntent.customer_id},
+)
+charge_list = lister(
+    Charge,
+    kind="charge",
+    url="/v1/charges",
+    render=render_charge,
+    by={"payment_intent": Charge.payment_intent_id, "customer": Charge.customer_id},
+)
+refund_list = lister(
+    Refund,
+    kind="refund",
+    url="/v1/refunds",
+    render=render_refund,
+    by={"charge": Refund.charge_id, "payment_intent": Refund.payment_intent_id},
+)
 
 
 def noop(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
