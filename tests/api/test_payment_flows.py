@@ -266,3 +266,15 @@ def test_all_acquirers_down_fails_cleanly(api: Api, clean_acquirers: Acquirers) 
     clean_acquirers.reset()
     r = api.post(f"/v1/payment_intents/{pi['id']}/confirm")
     assert r.json()["status"] == "succeeded"
+
+
+def test_intent_options_are_kept(api: Api) -> None:
+    pi = create_pi(
+        api,
+        setup_future_usage="off_session",
+        automatic_payment_methods={"enabled": True},
+    )
+    assert pi["setup_future_usage"] == "off_session"
+    assert pi["automatic_payment_methods"] == {"allow_redirects": "always", "enabled": True}
+    r = api.post(f"/v1/payment_intents/{pi['id']}", {"setup_future_usage": "on_session"})
+    assert r.json()["setup_future_usage"] == "on_session"

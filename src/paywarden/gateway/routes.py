@@ -446,6 +446,14 @@ def _render_pi(
     return body
 
 
+def _automatic_payment_methods(v: dict[str, Any]) -> dict[str, Any] | None:
+    apm = v.get("automatic_payment_methods")
+    if not apm:
+        return None
+    # Cards never redirect except for 3-D Secure, which is always allowed.
+    return {"allow_redirects": apm.get("allow_redirects") or "always", "enabled": apm["enabled"]}
+
+
 def _create_intent(gw: Gateway, call: Call, v: dict[str, Any]) -> str:
     now = _now(gw)
     with gw.db.write() as s:
@@ -497,6 +505,8 @@ def _create_intent(gw: Gateway, call: Call, v: dict[str, Any]) -> str:
             last_payment_error=None,
             next_action=None,
             return_url=v.get("return_url"),
+            setup_future_usage=v.get("setup_future_usage"),
+            automatic_payment_methods=_automatic_payment_methods(v),
             version=0,
         )
         s.add(pi)
@@ -610,6 +620,7 @@ def pi_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, 
             ("receipt_email", "receipt_email"),
             ("statement_descriptor", "statement_descriptor"),
             ("capture_method", "capture_method"),
+            ("setup_future_usage", "setup_future_usage"),
         ):
             if f in v:
                 setattr(pi, attr, v[f])

@@ -49,6 +49,8 @@ class PaymentIntent(ListableMixin, Base):
     last_payment_error: Mapped[dict[str, Any] | None]
     next_action: Mapped[dict[str, Any] | None]
     return_url: Mapped[str | None] = mapped_column(String(2048))
+    setup_future_usage: Mapped[str | None] = mapped_column(String(16))
+    automatic_payment_methods: Mapped[dict[str, Any] | None]
     # Bumped on every state change; guards against lost updates.
     version: Mapped[int] = mapped_column(default=0)
 

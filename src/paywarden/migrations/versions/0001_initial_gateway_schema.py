@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 06:11:19.328447
+Create Date: 2026-11-24 07:16:22.788828
 """
 from alembic import op
 import sqlalchemy as sa
@@ -163,6 +163,8 @@ def upgrade() -> None:
     sa.Column('last_payment_error', sa.JSON(), nullable=True),
     sa.Column('next_action', sa.JSON(), nullable=True),
     sa.Column('return_url', sa.String(length=2048), nullable=True),
+    sa.Column('setup_future_usage', sa.String(length=16), nullable=True),
+    sa.Column('automatic_payment_methods', sa.JSON(), nullable=True),
     sa.Column('version', sa.BigInteger(), nullable=False),
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('id', sa.String(length=255), nullable=False),
