@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from paywarden.core.errors import (
     CardError,
@@ -157,6 +158,29 @@ def _expand(values: dict[str, Any]) -> set[str]:
     return set(values.get("expand") or [])
 
 
+def _emit(
+    gw: Gateway,
+    s: Session,
+    call: Call,
+    owner: Any,
+    type_: str,
+    body: dict[str, Any],
+    previous: dict[str, Any] | None = None,
+) -> None:
+    """Record an event for ``owner``'s tenant and mode, in the caller's transaction."""
+    record_event(
+        s,
+        account_id=owner.account_id,
+        livemode=owner.livemode,
+        type=type_,
+        obj=body,
+        now=_now(gw),
+        previous_attributes=previous,
+        request_id=call.request_id,
+        idempotency_key=call.idempotency_key,
+    )
+
+
 # -------------------------------------------------------------------- customers
 def customer_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     if call.recovered_id:  # an earlier holder of this idempotency key created it
@@ -167,16 +191,7 @@ def customer_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any
         )
         call.remember(s, c.id)
         body = customers.render(c)
-        record_event(
-            s,
-            account_id=c.account_id,
-            livemode=c.livemode,
-            type="customer.created",
-            obj=body,
-            now=_now(gw),
-            request_id=call.request_id,
-            idempotency_key=call.idempotency_key,
-        )
+        _emit(gw, s, call, c, "customer.created", body)
         return body
 
 
@@ -200,17 +215,7 @@ def customer_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict
         previous = customers.update_fields(c, v)
         body = customers.render(c)
         if previous:
-            record_event(
-                s,
-                account_id=c.account_id,
-                livemode=c.livemode,
-                type="customer.updated",
-                obj=body,
-                previous_attributes=previous,
-                now=_now(gw),
-                request_id=call.request_id,
-                idempotency_key=call.idempotency_key,
-            )
+            _emit(gw, s, call, c, "customer.updated", body, previous=previous)
         return body
 
 
@@ -221,16 +226,7 @@ def customer_delete(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict
         )
         snapshot = customers.render(c)
         customers.delete(s, c)
-        record_event(
-            s,
-            account_id=c.account_id,
-            livemode=c.livemode,
-            type="customer.deleted",
-            obj=snapshot,
-            now=_now(gw),
-            request_id=call.request_id,
-            idempotency_key=call.idempotency_key,
-        )
+        _emit(gw, s, call, c, "customer.deleted", snapshot)
         return customers.render(c)
 
 
@@ -282,17 +278,7 @@ def pm_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, 
         previous = methods.update_fields(pm, v)
         body = methods.render(pm)
         if previous:
-            record_event(
-                s,
-                account_id=pm.account_id,
-                livemode=pm.livemode,
-                type="payment_method.updated",
-                obj=body,
-                previous_attributes=previous,
-                now=_now(gw),
-                request_id=call.request_id,
-                idempotency_key=call.idempotency_key,
-            )
+            _emit(gw, s, call, pm, "payment_method.updated", body, previous=previous)
         return body
 
 
@@ -319,16 +305,7 @@ def pm_attach(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, 
             )
         if pm.customer_id is None:
             pm.customer_id = cust.id
-            record_event(
-                s,
-                account_id=pm.account_id,
-                livemode=pm.livemode,
-                type="payment_method.attached",
-                obj=methods.render(pm),
-                now=now,
-                request_id=call.request_id,
-                idempotency_key=call.idempotency_key,
-            )
+            _emit(gw, s, call, pm, "payment_method.attached", methods.render(pm))
         return methods.render(pm)
 
 
@@ -347,17 +324,7 @@ def pm_detach(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, 
         previous = {"customer": pm.customer_id}
         pm.customer_id = None
         body = methods.render(pm)
-        record_event(
-            s,
-            account_id=pm.account_id,
-            livemode=pm.livemode,
-            type="payment_method.detached",
-            obj=body,
-            previous_attributes=previous,
-            now=_now(gw),
-            request_id=call.request_id,
-            idempotency_key=call.idempotency_key,
-        )
+        _emit(gw, s, call, pm, "payment_method.detached", body, previous=previous)
         return body
 
 
@@ -512,16 +479,7 @@ def _create_intent(gw: Gateway, call: Call, v: dict[str, Any]) -> str:
         s.add(pi)
         s.flush()
         call.remember(s, pi_id)
-        record_event(
-            s,
-            account_id=pi.account_id,
-            livemode=pi.livemode,
-            type="payment_intent.created",
-            obj=render_intent(pi),
-            now=now,
-            request_id=call.request_id,
-            idempotency_key=call.idempotency_key,
-        )
+        _emit(gw, s, call, pi, "payment_intent.created", render_intent(pi))
     return pi_id
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from paywarden.gateway.routes import lister
 from paywarden.http.api import Call, Endpoint
 from paywarden.http.params import EXPAND, PAGINATION, Param
-from paywarden.listing import list_response
 from paywarden.webhooks import service as webhooks
 from paywarden.webhooks.models import WebhookEndpoint
 from paywarden.webhooks.secretbox import SecretBox
@@ -115,19 +115,14 @@ def roll(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
         return webhooks.render_endpoint(ep, secret=secret)
 
 
-def list_(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
-    with gw.db.read() as s:
-        return list_response(
-            s,
-            WebhookEndpoint,
-            account_id=call.account_id,
-            livemode=call.livemode,
-            params=v,
-            kind="webhook_endpoint",
-            url="/v1/webhook_endpoints",
-            render=webhooks.render_endpoint,
-            filters=[WebhookEndpoint.deleted.is_(False)],
-        )
+list_ = lister(
+    WebhookEndpoint,
+    kind="webhook_endpoint",
+    url="/v1/webhook_endpoints",
+    render=webhooks.render_endpoint,
+    by={},
+    always=(WebhookEndpoint.deleted.is_(False),),
+)
 
 
 def endpoints() -> list[Endpoint]:
