@@ -1,0 +1,894 @@
+"""The vault's operations: tokenize, fingerprint, forward, shred, reveal, and
+key management (KEK rotation and rewrap, HPKE key rotation).
+
+Every operation that touches card data is written to the access log in the
+same transaction as its effect; an operation whose log entry cannot be written
+does not happen. Card numbers exist in clear only inside these functions, in
+:class:`~paywarden.core.secrets.CardNumber` objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from paywarden.core.clock import Clock
+from paywarden.core.ids import new_id
+from paywarden.core.secrets import CardNumber
+from paywarden.db import Database
+from paywarden.vault.bins import BinTable
+from paywarden.vault.cards import CardInput, CardValidationError, detect_brand, parse_card
+from paywarden.vault.crypto import aead, hpke
+from paywarden.vault.crypto.aead import DecryptionError
+from paywarden.vault.kms import KeyManager, WrappedKey
+from paywarden.vault.models import (
+    VaultAccessLog,
+    VaultCard,
+    VaultCvc,
+    VaultHpkeKey,
+    VaultTenantKey,
+)
+
+log = logging.getLogger("paywarden.vault")
+
+# Only this path of an allow-listed destination receives card data.
+FORWARD_PATH = "/v1/authorizations"
+_FORWARD_HEADERS = ("authorization", "idempotency-key", "accept")
+
+
+class VaultError(Exception):
+    """A refused vault operation. ``status`` and ``code`` go back to the caller;
+    the message never contains card data."""
+
+    def __init__(self, message: str, *, status: int = 400, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class NotFound(VaultError):
+    def __init__(self, what: str = "card") -> None:
+        super().__init__(f"No such {what}.", status=404, code="resource_missing")
+
+
+@dataclass(frozen=True)
+class VaultPolicy:
+    """Tunables, from :class:`paywarden.config.Settings`."""
+
+    cvc_ttl_seconds: int = 30 * 60
+    hpke_cryptoperiod_seconds: int = 30 * 86400
+    hpke_overlap_seconds: int = 24 * 3600
+    kek_cryptoperiod_seconds: int = 365 * 86400
+    retention_after_expiry_seconds: int = 90 * 86400
+    forward_timeout_seconds: float = 5.0
+    forward_connect_timeout_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class CardMetadata:
+    """What the gateway may keep about a card."""
+
+    token: str
+    brand: str
+    bin: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    funding: str
+    country: str | None
+    fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ForwardResult:
+    status_code: int
+    body: dict[str, Any]
+
+
+@dataclass
+class _Caches:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    tenant_keys: dict[str, bytes] = field(default_factory=dict)
+    hpke_private: dict[str, bytes] = field(default_factory=dict)
+
+
+def _card_context(token: str, account_id: str) -> bytes:
+    return f"card|{token}|{account_id}".encode()
+
+
+def _cvc_context(token: str, account_id: str) -> bytes:
+    return f"cvc|{token}|{account_id}".encode()
+
+
+def _tenant_context(account_id: str) -> bytes:
+    return f"fingerprint-key|{account_id}".encode()
+
+
+def _hpke_context(key_id: str) -> bytes:
+    return f"hpke|{key_id}".encode()
+
+
+def _wrapped(version: int | None, blob: bytes | None) -> WrappedKey:
+    if version is None or blob is None:
+        raise DecryptionError("record is shredded")
+    return WrappedKey(kek_version=version, blob=blob)
+
+
+class VaultService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        kms: KeyManager,
+        bins: BinTable,
+        clock: Clock,
+        policy: VaultPolicy,
+        destinations: Mapping[str, str],
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.db = db
+        self.kms = kms
+        self.bins = bins
+        self.clock = clock
+        self.policy = policy
+        self.destinations = {k: v.rstrip("/") for k, v in destinations.items()}
+        self._caches = _Caches()
+        self._http = http or httpx.Client(
+            timeout=httpx.Timeout(
+                policy.forward_timeout_seconds, connect=policy.forward_connect_timeout_seconds
+            ),
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _now(self) -> int:
+        return int(self.clock.now())
+
+    # ---------------------------------------------------------------- logging
+
+    def _log(
+        self,
+        s: Session,
+        *,
+        actor: str,
+        action: str,
+        outcome: str = "success",
+        token: str | None = None,
+        account_id: str | None = None,
+        request_id: str | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        s.add(
+            VaultAccessLog(
+                at=self._now(),
+                actor=actor,
+                action=action,
+                outcome=outcome,
+                token=token,
+                account_id=account_id,
+                request_id=request_id,
+                reason=reason,
+                detail=detail,
+            )
+        )
+
+    def log_refusal(self, *, actor: str, action: str, request_id: str | None, detail: str) -> None:
+        with self.db.write() as s:
+            self._log(
+                s,
+                actor=actor,
+                action=action,
+                outcome="denied",
+                request_id=request_id,
+                detail=detail[:255],
+            )
+
+    # ------------------------------------------------------------ tenant keys
+
+    def _tenant_key(self, account_id: str) -> bytes:
+        with self._caches.lock:
+            cached = self._caches.tenant_keys.get(account_id)
+        if cached is not None:
+            return cached
+        ctx = _tenant_context(account_id)
+        with self.db.read() as s:
+            row = s.get(VaultTenantKey, account_id)
+            stored = (row.kek_version, row.wrapped_key) if row is not None else None
+        if stored is None:
+            key = aead.generate_key()
+            wrapped = self.kms.wrap(key, context=ctx)
+            with self.db.write() as s:
+                # Another request may have created it meanwhile: keep the first.
+                row = s.get(VaultTenantKey, account_id)
+                if row is None:
+                    s.add(
+                        VaultTenantKey(
+                            account_id=account_id,
+                            created=self._now(),
+                            kek_version=wrapped.kek_version,
+                            wrapped_key=wrapped.blob,
+                        )
+                    )
+                    stored = None
+                else:
+                    stored = (row.kek_version, row.wrapped_key)
+            if stored is not None:
+                key = self.kms.unwrap(WrappedKey(*stored), context=ctx)
+        else:
+            key = self.kms.unwrap(WrappedKey(*stored), context=ctx)
+        with self._caches.lock:
+            self._caches.tenant_keys[account_id] = key
+        return key
+
+    def _fingerprint(self, account_id: str, number: CardNumber) -> str:
+        mac = aead.hmac_sha256(self._tenant_key(account_id), number.reveal().encode())
+        return base64.b32encode(mac).decode().lower()[:16]
+
+    # ---------------------------------------------------------------- intake
+
+    def tokenize(
+        self,
+        *,
+        account_id: str,
+        number: str,
+        exp_month: Any,
+        exp_year: Any,
+        cvc: str | None,
+        actor: str,
+        request_id: str | None = None,
+    ) -> CardMetadata:
+        card = self._parse(number=number, exp_month=exp_month, exp_year=exp_year, cvc=cvc)
+        return self._store(card, account_id=account_id, actor=actor, request_id=request_id)
+
+    def tokenize_encrypted(
+        self,
+        *,
+        account_id: str,
+        key_id: str,
+        payload: str,
+        actor: str,
+        request_id: str | None = None,
+    ) -> CardMetadata:
+        data = self._open_hpke(key_id, payload)
+        card = self._parse(
+            number=data.get("number"),
+            exp_month=data.get("exp_month"),
+            exp_year=data.get("exp_year"),
+            cvc=data.get("cvc"),
+        )
+        return self._store(
+            card, account_id=account_id, actor=actor, request_id=request_id, via="hpke"
+        )
+
+    def _parse(self, *, number: Any, exp_month: Any, exp_year: Any, cvc: Any) -> CardInput:
+        if not isinstance(number, str) or not number:
+            raise CardValidationError(
+                code="invalid_number",
+                param="card[number]",
+            )
+        if cvc is not None and not isinstance(cvc, str):
+            cvc = str(cvc) if isinstance(cvc, int) else ""
+        now = datetime.fromtimestamp(self.clock.now(), tz=UTC)
+        return parse_card(
+            number=number,
+            exp_month=exp_month if isinstance(exp_month, int | str) else "",
+            exp_year=exp_year if isinstance(exp_year, int | str) else "",
+            cvc=cvc,
+            now=now,
+        )
+
+    def _store(
+        self,
+        card: CardInput,
+        *,
+        account_id: str,
+        actor: str,
+        request_id: str | None,
+        via: str = "mtls",
+    ) -> CardMetadata:
+        info = self.bins.lookup(card.number)
+        brand = detect_brand(card.number)
+        fingerprint = self._fingerprint(account_id, card.number)
+        token = new_id("vtok", 24)
+        data_key = aead.generate_key()
+        ctx = _card_context(token, account_id)
+        wrapped = self.kms.wrap(data_key, context=ctx)
+        payload = json.dumps(
+            {
+                "number": card.number.reveal(),
+                "exp_month": card.exp_month,
+                "exp_year": card.exp_year,
+            }
+        ).encode()
+        ciphertext = aead.seal(data_key, payload, aad=ctx)
+        now = self._now()
+        with self.db.write() as s:
+            s.add(
+                VaultCard(
+                    token=token,
+                    account_id=account_id,
+                    created=now,
+                    brand=brand,
+                    bin=card.number.bin,
+                    last4=card.number.last4,
+                    exp_month=card.exp_month,
+                    exp_year=card.exp_year,
+                    fingerprint=fingerprint,
+                    kek_version=wrapped.kek_version,
+                    wrapped_key=wrapped.blob,
+                    ciphertext=ciphertext,
+                )
+            )
+            if card.cvc is not None:
+                s.add(
+                    VaultCvc(
+                        token=token,
+                        ciphertext=aead.seal(
+                            data_key,
+                            card.cvc.reveal().encode(),
+                            aad=_cvc_context(token, account_id),
+                        ),
+                        expires_at=now + self.policy.cvc_ttl_seconds,
+                    )
+                )
+            self._log(
+                s,
+                actor=actor,
+                action="tokenize",
+                token=token,
+                account_id=account_id,
+                request_id=request_id,
+                detail=f"via={via}",
+            )
+        return CardMetadata(
+            token=token,
+            brand=brand,
+            bin=card.number.bin,
+            last4=card.number.last4,
+            exp_month=card.exp_month,
+            exp_year=card.exp_year,
+            funding=info.funding,
+            country=info.country,
+            fingerprint=fingerprint,
+        )
+
+    def fingerprint(
+        self, *, account_id: str, number: str, actor: str, request_id: str | None = None
+    ) -> str:
+        try:
+            parsed = CardNumber(number)
+        except ValueError:
+            raise CardValidationError(
+                code="invalid_number",
+                param="card[number]",
+            ) from None
+        fp = self._fingerprint(account_id, parsed)
+        with self.db.write() as s:
+            self._log(
+                s,
+                actor=actor,
+                action="fingerprint",
+                account_id=account_id,
+                request_id=request_id,
+            )
+        return fp
+
+    # ------------------------------------------------------------------ HPKE
+
+    def encryption_keys(self) -> list[dict[str, Any]]:
+        """Public keys clients may encrypt to: the current one first."""
+        self.ensure_hpke_key()
+        now = self._now()
+        with self.db.read() as s:
+            rows = s.scalars(select(VaultHpkeKey).order_by(VaultHpkeKey.pk.desc())).all()
+            out = []
+            for r in rows:
+                if r.offer_until is not None and r.offer_until <= now:
+                    continue
+                out.append(
+                    {
+                        "id": r.id,
+                        "object": "encryption_key",
+                        "suite": hpke.SUITE_NAME,
+                        "public_key": base64.urlsafe_b64encode(r.public_key).rstrip(b"=").decode(),
+                        "created": r.created,
+                        "expires_at": r.offer_until,
+                    }
+                )
+        return out
+
+    def ensure_hpke_key(self) -> None:
+        """Create the first key, or rotate when the current one's period is over."""
+        now = self._now()
+        with self.db.read() as s:
+            current = s.scalars(select(VaultHpkeKey).order_by(VaultHpkeKey.pk.desc())).first()
+            due = current is None or (
+                current.offer_until is None
+                and current.created + self.policy.hpke_cryptoperiod_seconds <= now
+            )
+        if due:
+            self.rotate_hpke(actor="system", reason="cryptoperiod")
+
+    def rotate_hpke(self, *, actor: str, reason: str | None = None) -> str:
+        private, public = hpke.generate_keypair()
+        key_id = new_id("ek", 16)
+        wrapped = self.kms.wrap(private, context=_hpke_context(key_id))
+        now = self._now()
+        with self.db.write() as s:
+            # Older keys stop being offered now and stop being accepted after
+            # the overlap, so a page that fetched the old key can still pay.
+            s.execute(
+                update(VaultHpkeKey)
+                .where(VaultHpkeKey.offer_until.is_(None))
+                .values(offer_until=now, accept_until=now + self.policy.hpke_overlap_seconds)
+            )
+            s.add(
+                VaultHpkeKey(
+                    id=key_id,
+                    created=now,
+                    public_key=public,
+                    kek_version=wrapped.kek_version,
+                    wrapped_private_key=wrapped.blob,
+                )
+            )
+            self._log(s, actor=actor, action="hpke_rotate", reason=reason, detail=key_id)
+        return key_id
+
+    def _open_hpke(self, key_id: str, payload: str) -> dict[str, Any]:
+        bad = VaultError(
+            "The encrypted card could not be decrypted: fetch the current encryption key "
+            "and encrypt again.",
+            code="encrypted_card_invalid",
+        )
+        if not isinstance(key_id, str) or not isinstance(payload, str) or len(payload) > 8192:
+            raise bad
+        now = self._now()
+        with self.db.read() as s:
+            row = s.scalar(select(VaultHpkeKey).where(VaultHpkeKey.id == key_id))
+            if row is None or (row.accept_until is not None and row.accept_until <= now):
+                raise bad
+            version, blob = row.kek_version, row.wrapped_private_key
+        with self._caches.lock:
+            private = self._caches.hpke_private.get(key_id)
+        if private is None:
+            private = self.kms.unwrap(WrappedKey(version, blob), context=_hpke_context(key_id))
+            with self._caches.lock:
+                self._caches.hpke_private[key_id] = private
+        try:
+            raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+            clear = hpke.open_from(private, raw, info=hpke.info_for(key_id))
+            data = json.loads(clear)
+        except (ValueError, DecryptionError):
+            raise bad from None
+        if not isinstance(data, dict):
+            raise bad
+        return data
+
+    # ------------------------------------------------------------- forwarding
+
+    def _load(self, s: Session, token: str, account_id: str) -> VaultCard:
+        row = s.scalar(
+            select(VaultCard).where(VaultCard.token == token, VaultCard.account_id == account_id)
+        )
+        if row is None or row.shredded_at is not None:
+            raise NotFound()
+        return row
+
+    def _open_card(self, row: VaultCard) -> tuple[bytes, dict[str, Any]]:
+        ctx = _card_context(row.token, row.account_id)
+        data_key = self.kms.unwrap(_wrapped(row.kek_version, row.wrapped_key), context=ctx)
+        return data_key, json.loads(aead.open_sealed(data_key, row.ciphertext, aad=ctx))
+
+    def forward(
+        self,
+        *,
+        token: str,
+        account_id: str,
+        destination: str,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        actor: str,
+        request_id: str | None = None,
+    ) -> ForwardResult:
+        """Send an authorization to an allow-listed acquirer with the card filled in.
+
+        Raises :class:`VaultError` 502 (``destination_unavailable``: nothing was
+        sent) or 504 (``destination_outcome_unknown``: it may have been acted on).
+        """
+        base = self.destinations.get(destination)
+        if base is None:
+            raise VaultError("Unknown forwarding destination.", status=403, code="destination")
+        with self.db.read() as s:
+            row = self._load(s, token, account_id)
+            cvc_row = s.get(VaultCvc, token)
+            cvc_blob = (
+                cvc_row.ciphertext
+                if cvc_row is not None and cvc_row.expires_at > self._now()
+                else None
+            )
+        data_key, clear = self._open_card(row)
+        card: dict[str, Any] = {
+            "pan": clear["number"],
+            "exp_month": clear["exp_month"],
+            "exp_year": clear["exp_year"],
+        }
+        if cvc_blob is not None:
+            card["cvc"] = aead.open_sealed(
+                data_key, cvc_blob, aad=_cvc_context(token, account_id)
+            ).decode()
+        outbound = {k: v for k, v in body.items() if k != "card"}
+        outbound["card"] = card
+        send_headers = {k: v for k, v in headers.items() if k.lower() in _FORWARD_HEADERS}
+        detail = f"destination={destination}"
+        try:
+            response = self._http.post(base + FORWARD_PATH, json=outbound, headers=send_headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+            self._forward_logged(token, account_id, actor, request_id, "unavailable", detail)
+            raise VaultError(
+                "The destination could not be reached.",
+                status=502,
+                code="destination_unavailable",
+            ) from None
+        except httpx.HTTPError:
+            self._forward_logged(token, account_id, actor, request_id, "unknown", detail)
+            raise VaultError(
+                "The destination did not answer; the outcome is unknown.",
+                status=504,
+                code="destination_outcome_unknown",
+            ) from None
+        finally:
+            card.clear()
+            clear.clear()
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        if not isinstance(answer, dict):
+            answer = {}
+        # The acquirer has processed an authorization: the CVC is never kept
+        # after that (PCI DSS 3.3.1), whatever the result.
+        self._forward_logged(
+            token,
+            account_id,
+            actor,
+            request_id,
+            "success" if response.status_code < 500 else "error",
+            f"{detail} status={response.status_code}",
+            drop_cvc=response.status_code < 500,
+        )
+        return ForwardResult(response.status_code, answer)
+
+    def _forward_logged(
+        self,
+        token: str,
+        account_id: str,
+        actor: str,
+        request_id: str | None,
+        outcome: str,
+        detail: str,
+        *,
+        drop_cvc: bool = False,
+    ) -> None:
+        with self.db.write() as s:
+            if drop_cvc:
+                cvc = s.get(VaultCvc, token)
+                if cvc is not None:
+                    s.delete(cvc)
+            s.execute(
+                update(VaultCard).where(VaultCard.token == token).values(last_used=self._now())
+            )
+            self._log(
+                s,
+                actor=actor,
+                action="forward",
+                outcome=outcome,
+                token=token,
+                account_id=account_id,
+                request_id=request_id,
+                detail=detail,
+            )
+
+    # --------------------------------------------------------- reveal / shred
+
+    def reveal(
+        self,
+        *,
+        token: str,
+        account_id: str | None,
+        actor: str,
+        reason: str,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        reason = (reason or "").strip()
+        if len(reason) < 10:
+            raise VaultError(
+                "A reveal needs a stated reason of at least 10 characters.", code="reason_required"
+            )
+        with self.db.write() as s:
+            q = select(VaultCard).where(VaultCard.token == token)
+            if account_id:
+                q = q.where(VaultCard.account_id == account_id)
+            row = s.scalar(q)
+            if row is None or row.shredded_at is not None:
+                raise NotFound()
+            # Logged in the same transaction, before the clear value is read.
+            self._log(
+                s,
+                actor=actor,
+                action="reveal",
+                token=token,
+                account_id=row.account_id,
+                request_id=request_id,
+                reason=reason[:500],
+            )
+            _, clear = self._open_card(row)
+        return {
+            "token": token,
+            "number": clear["number"],
+            "exp_month": clear["exp_month"],
+            "exp_year": clear["exp_year"],
+        }
+
+    def shred(
+        self,
+        *,
+        token: str,
+        account_id: str,
+        actor: str,
+        reason: str,
+        request_id: str | None = None,
+    ) -> bool:
+        """Destroy the card's data key. Its ciphertext stays, unreadable forever."""
+        with self.db.write() as s:
+            row = s.scalar(
+                select(VaultCard).where(
+                    VaultCard.token == token, VaultCard.account_id == account_id
+                )
+            )
+            if row is None:
+                raise NotFound()
+            if row.shredded_at is not None:
+                return False
+            self._shred_row(s, row, reason)
+            self._log(
+                s,
+                actor=actor,
+                action="shred",
+                token=token,
+                account_id=account_id,
+                request_id=request_id,
+                reason=reason,
+            )
+        return True
+
+    def _shred_row(self, s: Session, row: VaultCard, reason: str) -> None:
+        row.wrapped_key = None
+        row.kek_version = None
+        row.shredded_at = self._now()
+        row.shred_reason = reason[:32]
+        cvc = s.get(VaultCvc, row.token)
+        if cvc is not None:
+            s.delete(cvc)
+
+    def sweep(self, *, actor: str = "system") -> dict[str, int]:
+        """Retention: drop expired CVCs; shred cards long past their expiry."""
+        now = self._now()
+        today = datetime.fromtimestamp(now, tz=UTC)
+        horizon = today.year * 12 + today.month - 1
+        grace_months = max(1, self.policy.retention_after_expiry_seconds // (30 * 86400))
+        with self.db.write() as s:
+            expired_cvcs = s.scalars(select(VaultCvc).where(VaultCvc.expires_at <= now)).all()
+            for c in expired_cvcs:
+                s.delete(c)
+            stale = s.scalars(
+                select(VaultCard).where(
+                    VaultCard.shredded_at.is_(None),
+                    VaultCard.exp_year * 12 + VaultCard.exp_month - 1 + grace_months < horizon,
+                )
+            ).all()
+            for row in stale:
+                self._shred_row(s, row, "retention")
+                self._log(
+                    s,
+                    actor=actor,
+                    action="shred",
+                    token=row.token,
+                    account_id=row.account_id,
+                    reason="retention",
+                )
+        return {"cvcs_dropped": len(expired_cvcs), "cards_shredded": len(stale)}
+
+    # ---------------------------------------------------------------- KEKs
+
+    def rotate_kek(self, *, actor: str, reason: str | None = None) -> int:
+        version = self.kms.rotate()
+        with self.db.write() as s:
+            self._log(s, actor=actor, action="kek_rotate", reason=reason, detail=f"v{version}")
+        return version
+
+    def rewrap_batch(self, *, actor: str, limit: int = 500) -> dict[str, int]:
+        """Rewrap up to ``limit`` records to the current KEK version.
+
+        Idempotent and resumable: it always picks records still below the
+        current version, so an interrupted run continues where it stopped.
+        Data keys never change, so payments running meanwhile are unaffected.
+        """
+        current = self.kms.current_version()
+        done = 0
+        with self.db.read() as s:
+            cards = s.execute(
+                select(VaultCard.pk, VaultCard.token, VaultCard.account_id, VaultCard.kek_version)
+                .where(VaultCard.kek_version < current)
+                .order_by(VaultCard.pk)
+                .limit(limit)
+            ).all()
+            tenants = s.execute(
+                select(VaultTenantKey.account_id).where(VaultTenantKey.kek_version < current)
+            ).all()
+            hpke_rows = s.execute(
+                select(VaultHpkeKey.id).where(VaultHpkeKey.kek_version < current)
+            ).all()
+        for pk, token, account_id, _ in cards:
+            ctx = _card_context(token, account_id)
+            with self.db.write() as s:
+                row = s.get(VaultCard, pk)
+                if row is None or row.wrapped_key is None or row.kek_version is None:
+                    continue  # shredded meanwhile
+                new = self.kms.rewrap(_wrapped(row.kek_version, row.wrapped_key), context=ctx)
+                row.kek_version, row.wrapped_key = new.kek_version, new.blob
+            done += 1
+        for (account_id,) in tenants:
+            with self.db.write() as s:
+                t = s.get(VaultTenantKey, account_id)
+                if t is None:
+                    continue
+                new = self.kms.rewrap(
+                    WrappedKey(t.kek_version, t.wrapped_key), context=_tenant_context(account_id)
+                )
+                t.kek_version, t.wrapped_key = new.kek_version, new.blob
+            done += 1
+        for (key_id,) in hpke_rows:
+            with self.db.write() as s:
+                h = s.scalar(select(VaultHpkeKey).where(VaultHpkeKey.id == key_id))
+                if h is None:
+                    continue
+                new = self.kms.rewrap(
+                    WrappedKey(h.kek_version, h.wrapped_private_key),
+                    context=_hpke_context(key_id),
+                )
+                h.kek_version, h.wrapped_private_key = new.kek_version, new.blob
+            done += 1
+        remaining = self.records_below(current)
+        if done:
+            with self.db.write() as s:
+                self._log(
+                    s,
+                    actor=actor,
+                    action="rewrap",
+                    detail=f"to=v{current} rewrapped={done} remaining={remaining}",
+                )
+        return {"rewrapped": done, "remaining": remaining, "version": current}
+
+    def records_below(self, version: int) -> int:
+        with self.db.read() as s:
+            return int(
+                (s.scalar(select(func.count()).where(VaultCard.kek_version < version)) or 0)
+                + (s.scalar(select(func.count()).where(VaultTenantKey.kek_version < version)) or 0)
+                + (s.scalar(select(func.count()).where(VaultHpkeKey.kek_version < version)) or 0)
+            )
+
+    def retire_below(self, *, version: int, actor: str) -> None:
+        """Set the minimum decryption version; refused while records still need
+        an older version (that would shred them by accident)."""
+        left = self.records_below(version)
+        if left:
+            raise VaultError(
+                f"{left} records are still wrapped below v{version}; run rewrap first.",
+                status=409,
+                code="rewrap_required",
+            )
+        self.kms.set_min_decryption_version(version)
+        with self.db.write() as s:
+            self._log(s, actor=actor, action="kek_retire", detail=f"min_decryption=v{version}")
+
+    def key_status(self) -> dict[str, Any]:
+        """Which keys protect what, and when each was rotated (for auditors)."""
+        now = self._now()
+        with self.db.read() as s:
+            per_version: dict[int, dict[str, int]] = {}
+            for table, col, name in (
+                (VaultCard, VaultCard.kek_version, "cards"),
+                (VaultTenantKey, VaultTenantKey.kek_version, "fingerprint_keys"),
+                (VaultHpkeKey, VaultHpkeKey.kek_version, "hpke_keys"),
+            ):
+                for version, count in s.execute(
+                    select(col, func.count()).select_from(table).group_by(col)
+                ).all():
+                    if version is None:
+                        continue
+                    per_version.setdefault(int(version), {})[name] = int(count)
+            shredded = s.scalar(select(func.count()).where(VaultCard.shredded_at.is_not(None)))
+            hpke_rows = s.scalars(select(VaultHpkeKey).order_by(VaultHpkeKey.pk.desc())).all()
+            hpke_keys = [
+                {
+                    "id": h.id,
+                    "created": h.created,
+                    "offered_until": h.offer_until,
+                    "accepted_until": h.accept_until,
+                    "kek_version": h.kek_version,
+                    "rotate_due": h.created + self.policy.hpke_cryptoperiod_seconds,
+                }
+                for h in hpke_rows
+            ]
+        versions = self.kms.versions()
+        current = self.kms.current_version()
+        latest = max((v.created_at for v in versions), default=None)
+        return {
+            "kms_backend": self.kms.backend,
+            "kek": {
+                "current_version": current,
+                "min_decryption_version": self.kms.min_decryption_version(),
+                "cryptoperiod_seconds": self.policy.kek_cryptoperiod_seconds,
+                "rotate_due": (
+                    int(latest.timestamp()) + self.policy.kek_cryptoperiod_seconds
+                    if latest
+                    else None
+                ),
+                "overdue": bool(
+                    latest and latest.timestamp() + self.policy.kek_cryptoperiod_seconds < now
+                ),
+                "versions": [
+                    {
+                        "version": v.version,
+                        "created": int(v.created_at.timestamp()),
+                        "retired": v.retired,
+                        "protects": per_version.get(v.version, {}),
+                    }
+                    for v in versions
+                ],
+            },
+            "cards_shredded": int(shredded or 0),
+            "hpke_keys": hpke_keys,
+        }
+
+    def access_log(
+        self, *, action: str | None = None, token: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        with self.db.read() as s:
+            q = select(VaultAccessLog).order_by(VaultAccessLog.pk.desc()).limit(min(limit, 1000))
+            if action:
+                q = q.where(VaultAccessLog.action == action)
+            if token:
+                q = q.where(VaultAccessLog.token == token)
+            return [
+                {
+                    "at": r.at,
+                    "actor": r.actor,
+                    "action": r.action,
+                    "outcome": r.outcome,
+                    "token": r.token,
+                    "account_id": r.account_id,
+                    "request_id": r.request_id,
+                    "reason": r.reason,
+                    "detail": r.detail,
+                }
+                for r in s.scalars(q).all()
+            ]
