@@ -75,6 +75,80 @@ def acquirers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Acquirers]:
         yield Acquirers({"sandbox_a": a, "sandbox_b": b})
 
 
+@dataclass
+class VaultServer:
+    """A real vault process-equivalent: its own database and keyring, served
+    over mutual TLS by uvicorn on loopback."""
+
+    url: str
+    settings: Settings
+    service: Any  # paywarden.vault.service.VaultService
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.settings.resolved_pki_dir
+
+    def client(self, identity: str | None = "gateway") -> httpx.Client:
+        from paywarden.vault.tlsserver import client_ssl_context
+
+        pki = self.pki_dir
+        ctx = client_ssl_context(
+            cert=pki / f"{identity}.pem" if identity else None,
+            key=pki / f"{identity}.key" if identity else None,
+            ca_bundle=pki / "ca-bundle.pem",
+        )
+        return httpx.Client(base_url=self.url, verify=ctx, timeout=10, trust_env=False)
+
+
+@contextlib.contextmanager
+def serve_vault(
+    home: Path, acquirer_urls: dict[str, str], *, port: int = 0
+) -> Iterator[VaultServer]:
+    from paywarden.vault.app import create_vault_app
+    from paywarden.vault.server import build_vault, ensure_pki
+    from paywarden.vault.tlsserver import make_uvicorn_config
+
+    vs = Settings(
+        home=home,
+        acquirers=[
+            AcquirerConfig(name=n, url=u, priority=i)
+            for i, (n, u) in enumerate(acquirer_urls.items())
+        ],
+        acquirer_timeout_seconds=1.0,
+    )
+    pki = ensure_pki(vs)
+    service = build_vault(vs)
+    server_cert = pki.cert_for("vault")
+
+    def config(app: Any) -> Any:
+        return make_uvicorn_config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            cert=server_cert.cert_path,
+            key=server_cert.key_path,
+            ca_bundle=pki.ca_bundle_path(),
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
+
+    try:
+        with run_app_in_thread(
+            create_vault_app(service), config=config, scheme="https", port=port
+        ) as url:
+            yield VaultServer(url=url, settings=vs, service=service)
+    finally:
+        service.close()
+        service.db.dispose()
+
+
+@pytest.fixture(scope="session")
+def vault(tmp_path_factory: pytest.TempPathFactory, acquirers: Acquirers) -> Iterator[VaultServer]:
+    with serve_vault(tmp_path_factory.mktemp("vault"), acquirers.urls) as v:
+        yield v
+
+
 @pytest.fixture
 def clean_acquirers(acquirers: Acquirers) -> Iterator[Acquirers]:
     acquirers.reset()
@@ -140,10 +214,14 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, clean_acquirers: Acquirers, database_url: str | None) -> Settings:
+def settings(
+    tmp_path: Path, clean_acquirers: Acquirers, database_url: str | None, vault: VaultServer
+) -> Settings:
     return Settings(
         home=tmp_path / "home",
         database_url=database_url,
+        vault_url=vault.url,
+        pki_dir=vault.pki_dir,
         acquirers=[
             AcquirerConfig(name=n, url=u, priority=i)
             for i, (n, u) in enumerate(clean_acquirers.urls.items())

@@ -15,9 +15,9 @@ import secrets
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from paywarden.core.secrets import Secret
@@ -73,6 +73,38 @@ class Settings(BaseSettings):
         description="Dev default; set false in production to refuse loopback/private targets",
     )
 
+    # ---- card vault (a separate process; see docs/architecture.md)
+    vault_url: str | None = Field(
+        default=None,
+        description="The vault's https URL; unset: raw card data is refused (make run sets it)",
+    )
+    vault_host: str = "127.0.0.1"
+    vault_port: int = 8440
+    vault_home: Path | None = Field(default=None, description="Vault data; default $HOME/vault")
+    vault_database_url: str | None = Field(
+        default=None, description="Vault's own database; default sqlite:///$VAULT_HOME/vault.db"
+    )
+    pki_dir: Path | None = Field(default=None, description="Dev CA and certificates; $HOME/pki")
+    vault_kms: Literal["local", "transit"] = "local"
+    vault_master_key: SecretStr | None = Field(
+        default=None,
+        description="base64 master secret that unseals the local keyring; "
+        "default: generated into $VAULT_HOME/master.key (dev only)",
+    )
+    vault_transit_url: str | None = None
+    vault_transit_token: SecretStr | None = None
+    vault_transit_key: str = "paywarden-kek"
+    vault_transit_mount: str = "transit"
+    vault_transit_ca: str | None = None
+    vault_timeout_seconds: float = 5.0
+    vault_cvc_ttl_seconds: int = 30 * 60
+    vault_kek_cryptoperiod_days: int = 365
+    vault_hpke_cryptoperiod_days: int = 30
+    vault_hpke_overlap_seconds: int = 24 * 3600
+    vault_retention_after_expiry_days: int = 90
+    vault_sweep_interval_seconds: float = 300.0
+    tls_leaf_days: int = 90
+
     log_level: str = "INFO"
 
     @classmethod
@@ -89,6 +121,21 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'gateway.db').resolve()}"
+
+    @property
+    def resolved_vault_home(self) -> Path:
+        return self.vault_home or self.home / "vault"
+
+    @property
+    def resolved_vault_database_url(self) -> str:
+        return (
+            self.vault_database_url
+            or f"sqlite:///{(self.resolved_vault_home / 'vault.db').resolve()}"
+        )
+
+    @property
+    def resolved_pki_dir(self) -> Path:
+        return self.pki_dir or self.home / "pki"
 
     @property
     def base_url(self) -> str:

@@ -42,6 +42,8 @@ ENDPOINTS: list[Endpoint] = [*routes.endpoints(), *webhook_routes.endpoints()]
 EP_IDS = [f"{ep.method} {ep.path}" for ep in ENDPOINTS]
 HOOK_URL = "http://127.0.0.1:9/hook"
 MARKER = "tenantAprivate7c1e"  # in A's objects; must never reach anyone else
+# A Stripe test card number: tokens go through the real card vault.
+CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}
 INTERNALS = ("Traceback", "sqlalchemy", 'File "', "psycopg", "sqlite")
 
 
@@ -107,7 +109,7 @@ def _owned_tokens(bodies: list[Any]) -> set[str]:
     """Every object id, client secret and webhook secret in A's responses."""
     out: set[str] = set()
     for s in (s for b in bodies for s in _strings(b)):
-        if s.startswith(("pm_card_", "tok_")):
+        if s.startswith("pm_card_") or (s.startswith("tok_") and len(s) < 28):
             continue  # Stripe's public magic test ids, not A's data
         if s.startswith(_ID_PREFIXES) and " " not in s and len(s) >= 10:
             out.add(s)
@@ -129,6 +131,7 @@ class World:
     refund: str
     event: str
     webhook: str
+    token: str  # a vaulted card's single-use token (tok_...)
     secret_of: dict[str, str]  # payment intent id -> client_secret
     tokens: set[str] = field(default_factory=set)  # everything A owns that is secret-ish
 
@@ -141,6 +144,7 @@ class World:
             "refunds": self.refund,
             "events": self.event,
             "webhook_endpoints": self.webhook,
+            "tokens": self.token,
         }[resource]
 
 
@@ -160,6 +164,7 @@ def build_world(client: httpx.Client, a: Merchant) -> World:
     pm = post("/v1/payment_methods", {"type": "card", "card": {"token": "tok_visa"}})
     post(f"/v1/payment_methods/{pm['id']}/attach", {"customer": cus["id"]})
     pm_free = post("/v1/payment_methods", {"type": "card", "card": {"token": "tok_mastercard"}})
+    tok = post("/v1/tokens", {"card": CARD})
     pi_s = post(
         "/v1/payment_intents",
         {
@@ -211,6 +216,7 @@ def build_world(client: httpx.Client, a: Merchant) -> World:
         refund=refund["id"],
         event=events["data"][-1]["id"],
         webhook=we["id"],
+        token=tok["id"],
         secret_of={p["id"]: p["client_secret"] for p in (pi_s, pi_cap, pi_open, pi_cancel)},
         tokens=tokens,
     )
@@ -274,6 +280,9 @@ HAPPY: dict[tuple[str, str], Happy] = {
     ("GET", "/v1/events"): lambda w: (None, {}),
     ("GET", "/v1/events/{id}"): lambda w: (w.event, {}),
     ("GET", "/v1/paywarden/ping"): lambda w: (None, {}),
+    ("POST", "/v1/tokens"): lambda w: (None, {"card": CARD}),
+    ("GET", "/v1/tokens/{id}"): lambda w: (w.token, {}),
+    ("GET", "/v1/paywarden/encryption_keys"): lambda w: (None, {}),
     ("POST", "/v1/webhook_endpoints"): lambda w: (
         None,
         {"url": HOOK_URL, "enabled_events": ["*"]},
@@ -333,6 +342,7 @@ def create_probes(path: str, w: World) -> list[dict[str, Any]]:
             {"charge": w.charge},
             {"charge": w.charge, "amount": 100},
         ],
+        "/v1/payment_methods": [{"type": "card", "card": {"token": w.token}}],
     }
     return probes.get(path, [])
 
@@ -342,6 +352,7 @@ PLAIN_CREATE: dict[str, dict[str, Any]] = {
     "/v1/payment_methods": {"type": "card", "card": {"token": "tok_visa"}},
     "/v1/payment_intents": {"amount": 1000, "currency": "usd"},
     "/v1/webhook_endpoints": {"url": HOOK_URL, "enabled_events": ["*"]},
+    "/v1/tokens": {"card": CARD},
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,27 +16,37 @@ SHUTDOWN_TIMEOUT = 5.0
 
 
 @contextmanager
-def run_app_in_thread(app: Any) -> Iterator[str]:
+def run_app_in_thread(
+    app: Any,
+    *,
+    config: Callable[[Any], uvicorn.Config] | None = None,
+    scheme: str = "http",
+    port: int = 0,
+) -> Iterator[str]:
     """Serve ``app`` with uvicorn on 127.0.0.1 (a free port) in a daemon thread.
 
     Yields the base URL (``http://127.0.0.1:PORT``) once the server accepts
     requests; on exit asks uvicorn to stop and waits for the thread (forcing the
     exit if in-flight requests linger). The socket is bound here, before the
-    thread starts, so there is no race for the port.
+    thread starts, so there is no race for the port. ``config`` builds a custom
+    uvicorn config (the vault's mutual-TLS one); then the URL uses ``scheme``.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        lifespan="auto",
-        loop="auto",  # uvloop when installed: asyncio's loop adds ~40 ms per response here
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
+    if config is not None:
+        cfg = config(app)
+    else:
+        cfg = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="auto",
+            loop="auto",  # uvloop when installed: asyncio's loop adds ~40 ms per response here
+            timeout_graceful_shutdown=1,
+        )
+    server = uvicorn.Server(cfg)
     errors: list[BaseException] = []
 
     def serve() -> None:
@@ -55,7 +65,7 @@ def run_app_in_thread(app: Any) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start in time")
             time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(SHUTDOWN_TIMEOUT)

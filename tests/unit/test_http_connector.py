@@ -216,15 +216,15 @@ def test_refused_requests_are_plain_acquirer_errors(connector: HttpAcquirerConne
         connector.authorize(request(amount=200), idempotency_key=key)
 
 
-def test_network_token_is_sent_and_refused(connector: HttpAcquirerConnector) -> None:
+def test_vaulted_card_without_a_vault_is_refused(connector: HttpAcquirerConnector) -> None:
     req = AuthorizationRequest(
         amount=100,
         currency="usd",
         capture=True,
-        card=CardRef(network_token="ntok_abc", exp_month=12, exp_year=2034),
+        card=CardRef(vault_token="vtok_abc", vault_account="acct_1", exp_month=12, exp_year=2034),
         merchant_reference="pi_nt",
     )
-    with pytest.raises(AcquirerError, match="network tokens") as exc_info:
+    with pytest.raises(AcquirerError, match="no card vault") as exc_info:
         connector.authorize(req, idempotency_key=new_key())
     assert type(exc_info.value) is AcquirerError
 

@@ -34,14 +34,22 @@ class AcquirerNotFound(AcquirerError):
     """A lookup found no record for this idempotency key."""
 
 
+class CardVaultUnavailable(AcquirerError):
+    """The card vault, which forwards the card to the acquirer, could not be
+    reached: nothing was sent. Not the acquirer's fault, so it does not count
+    against the acquirer's circuit breaker, and failing over would not help."""
+
+
 @dataclass(frozen=True)
 class CardRef:
     """What the acquirer needs to identify a card. ``test_ref`` names one of the
-    sandbox's test cards (``"visa"``, ``"chargeDeclined"``); a vault forwarding
-    path fills ``network_token`` instead. Never a PAN on the gateway side."""
+    sandbox's test cards (``"visa"``, ``"chargeDeclined"``); a vaulted card has
+    ``vault_token`` (and its tenant, ``vault_account``) instead, and the vault
+    fills in the card number on its way to the acquirer. Never a PAN here."""
 
     test_ref: str | None = None
-    network_token: str | None = None
+    vault_token: str | None = None
+    vault_account: str | None = None
     exp_month: int | None = None
     exp_year: int | None = None
 

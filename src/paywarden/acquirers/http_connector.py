@@ -16,7 +16,13 @@ HTTP 500, 502, 504 (and any other 5xx)         AcquirerOutcomeUnknown       mayb
 HTTP 404 on a lookup (by idempotency key or    AcquirerNotFound             no record
 authentication id)
 any other 4xx (400, 401, 404 on an action...)  AcquirerError(message)       no (request refused)
+the card vault unreachable (vaulted cards)     CardVaultUnavailable         no
 ============================================  ===========================  ==================
+
+An authorization on a vaulted card (``card.vault_token``) does not go to the
+acquirer directly: the vault's forward endpoint sends it, with the card number
+filled in, to the acquirer of the same name on its own allow-list, and relays
+the acquirer's status and body, which are then read exactly as above.
 
 Every mutating call sends the caller's ``Idempotency-Key``, so a retry or a
 reconciliation lookup with the same key never moves money twice.
@@ -45,9 +51,16 @@ from paywarden.acquirers.base import (
     AuthorizationRequest,
     AuthorizationResult,
     CaptureResult,
+    CardVaultUnavailable,
     RefundResult,
 )
 from paywarden.core.secrets import Secret
+from paywarden.vault.client import (
+    VaultClient,
+    VaultFailure,
+    VaultOutcomeUnknown,
+    VaultUnavailable,
+)
 
 _UNAVAILABLE_STATUSES: Final = frozenset({503})
 _MAX_MESSAGE: Final = 300
@@ -70,6 +83,7 @@ class HttpAcquirerConnector:
         timeout: float = 5.0,
         connect_timeout: float = 1.0,
         client: httpx.Client | None = None,
+        vault: VaultClient | None = None,
     ) -> None:
         if not isinstance(token, Secret):
             raise TypeError("token must be a Secret")
@@ -78,6 +92,7 @@ class HttpAcquirerConnector:
         self._token = token
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
         self._owns_client = client is None
+        self._vault = vault
         self._client = client or httpx.Client(
             timeout=self._timeout,
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
@@ -94,9 +109,6 @@ class HttpAcquirerConnector:
         card: dict[str, Any] = {}
         if req.card.test_ref is not None:
             card["test_ref"] = req.card.test_ref
-        if req.card.network_token is not None:
-            # Reserved for the vault's forwarding path; never sent as ``pan``.
-            card["network_token"] = req.card.network_token
         if req.card.exp_month is not None:
             card["exp_month"] = req.card.exp_month
         if req.card.exp_year is not None:
@@ -112,10 +124,44 @@ class HttpAcquirerConnector:
             value = getattr(req, field_name)
             if value is not None:
                 body[field_name] = value
-        data = self._call(
-            "POST", "/v1/authorizations", "authorize", json=body, idempotency_key=idempotency_key
-        )
+        if req.card.vault_token is not None:
+            data = self._forward(req, body, idempotency_key)
+        else:
+            data = self._call(
+                "POST",
+                "/v1/authorizations",
+                "authorize",
+                json=body,
+                idempotency_key=idempotency_key,
+            )
         return self._authorization(data, "authorize")
+
+    def _forward(
+        self, req: AuthorizationRequest, body: dict[str, Any], idempotency_key: str
+    ) -> dict[str, Any]:
+        prefix = f"acquirer {self.name}: authorize via vault"
+        if self._vault is None or req.card.vault_account is None:
+            raise AcquirerError(f"{prefix}: no card vault is configured")
+        try:
+            status, data = self._vault.forward_authorization(
+                token=req.card.vault_token or "",
+                account_id=req.card.vault_account,
+                destination=self.name,
+                body=body,
+                headers=self._headers(idempotency_key),
+            )
+        except VaultUnavailable:
+            raise CardVaultUnavailable(f"{prefix}: the card vault is unavailable") from None
+        except VaultOutcomeUnknown:
+            raise AcquirerOutcomeUnknown(f"{prefix}: no answer, outcome unknown") from None
+        except VaultFailure as exc:
+            if exc.code == "destination_unavailable":
+                raise AcquirerUnavailable(f"{prefix}: cannot connect") from None
+            if exc.code == "destination_outcome_unknown":
+                raise AcquirerOutcomeUnknown(f"{prefix}: no answer, outcome unknown") from None
+            raise AcquirerError(f"{prefix}: vault refused ({exc.code})") from None
+        message = "" if 200 <= status < 300 else (_message_from(data) or "no detail")
+        return self._interpret(status, data, message, prefix, "authorize", lookup=False)
 
     def capture(self, reference: str, amount: int, *, idempotency_key: str) -> CaptureResult:
         data = self._call(
@@ -234,15 +280,22 @@ class HttpAcquirerConnector:
             ) from None
 
         status = response.status_code
+        parsed: Any = None
         if 200 <= status < 300:
             try:
-                data = response.json()
+                parsed = response.json()
             except ValueError:
                 raise self._malformed(operation) from None
+        message = "" if 200 <= status < 300 else _error_message(response)
+        return self._interpret(status, parsed, message, prefix, operation, lookup=lookup)
+
+    def _interpret(
+        self, status: int, data: Any, message: str, prefix: str, operation: str, *, lookup: bool
+    ) -> dict[str, Any]:
+        if 200 <= status < 300:
             if not isinstance(data, dict):
                 raise self._malformed(operation)
             return data
-        message = _error_message(response)
         if status in _UNAVAILABLE_STATUSES:
             raise AcquirerUnavailable(f"{prefix}: HTTP {status} ({message})")
         if status >= 500:
@@ -312,6 +365,10 @@ def _error_message(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         body = None
+    return _message_from(body) or response.reason_phrase or "no detail"
+
+
+def _message_from(body: Any) -> str | None:
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict):
@@ -320,7 +377,7 @@ def _error_message(response: httpx.Response) -> str:
             if isinstance(message, str):
                 text = f"{kind}: {message}" if isinstance(kind, str) else message
                 return text[:_MAX_MESSAGE]
-    return response.reason_phrase or "no detail"
+    return None
 
 
 def _str(data: Mapping[str, Any], key: str) -> str:

@@ -112,6 +112,13 @@ class ApiError(StripeError):
     type = "api_error"
 
 
+class ServiceUnavailableError(ApiError):
+    """A dependency (the card vault) is down. Never stored for idempotent replay:
+    the same request must work once the dependency is back."""
+
+    status = 503
+
+
 def _safe_echo(value: str) -> str:
     """Echo a caller-supplied token only if it cannot carry a card number or markup."""
     digits = sum(ch.isdigit() for ch in value)

@@ -11,6 +11,7 @@ from urllib.parse import urlencode, urlsplit
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -78,4 +79,15 @@ def create_app(gw: Gateway, *, background: bool = False) -> Starlette:
         lifespan=lifespan,
     )
     app.add_middleware(RequestIdMiddleware)
+    # Browsers call the API with a publishable key (Stripe.js-style card intake).
+    # Bearer keys, no cookies: allowing any origin adds no ambient authority.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Stripe-Version"],
+        expose_headers=["Request-Id", "Idempotency-Key"],
+        allow_credentials=False,
+        max_age=600,
+    )
     return app

@@ -13,6 +13,7 @@ from paywarden.db import Database
 from paywarden.idempotency.service import IdempotencyStore
 from paywarden.payments.flows import Payments
 from paywarden.tenancy.ratelimit import FailureLimiter, MemoryFailureLimiter, RedisFailureLimiter
+from paywarden.vault.client import VaultClient
 from paywarden.webhooks.secretbox import SecretBox
 
 
@@ -26,10 +27,13 @@ class Gateway:
     idempotency: IdempotencyStore
     router: AcquirerRouter
     payments: Payments
+    vault: VaultClient | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
         self.router.close()
+        if self.vault is not None:
+            self.vault.close()
         self.db.dispose()
         close = getattr(self.failures, "close", None)
         if close is not None:
@@ -45,6 +49,7 @@ def build_gateway(
 ) -> Gateway:
     clock = clock or SystemClock()
     db = Database(settings.resolved_database_url)
+    vault = build_vault_client(settings)
     failures: FailureLimiter
     if settings.redis_url:
         failures = RedisFailureLimiter(settings.redis_url, settings.auth_failure_window_seconds)
@@ -58,6 +63,7 @@ def build_gateway(
                 secrets.acquirer_token,
                 timeout=settings.acquirer_timeout_seconds,
                 connect_timeout=settings.acquirer_connect_timeout_seconds,
+                vault=vault,
             )
             for a in settings.acquirer_list()
         ]
@@ -88,6 +94,25 @@ def build_gateway(
         ),
         router=router,
         payments=payments,
+        vault=vault,
+    )
+
+
+def build_vault_client(settings: Settings) -> VaultClient | None:
+    """The gateway's mutual-TLS client for the vault, if one is configured."""
+    if not settings.vault_url:
+        return None
+    from paywarden.vault.tlsserver import client_ssl_context
+
+    pki = settings.resolved_pki_dir
+    ctx = client_ssl_context(
+        cert=pki / "gateway.pem", key=pki / "gateway.key", ca_bundle=pki / "ca-bundle.pem"
+    )
+    return VaultClient(
+        settings.vault_url,
+        ctx,
+        timeout=settings.vault_timeout_seconds,
+        connect_timeout=min(1.0, settings.vault_timeout_seconds),
     )
 
 

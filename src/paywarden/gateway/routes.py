@@ -13,10 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from paywarden.core.errors import (
+    ApiError,
     CardError,
     InvalidRequestError,
     ParameterError,
     ResourceMissingError,
+    ServiceUnavailableError,
+    StripeError,
 )
 from paywarden.core.ids import new_id, random_base62
 from paywarden.customers import service as customers
@@ -28,8 +31,16 @@ from paywarden.http.params import EXPAND, PAGINATION, Param, merge_metadata
 from paywarden.listing import list_response
 from paywarden.payments import methods
 from paywarden.payments.flows import UPDATABLE, Payments, check_client_secret, unexpected_state
-from paywarden.payments.models import Charge, PaymentIntent, PaymentMethod, Refund
+from paywarden.payments.models import CardToken, Charge, PaymentIntent, PaymentMethod, Refund
 from paywarden.payments.render import render_charge, render_intent, render_refund
+from paywarden.payments.test_methods import lookup_test_payment_method
+from paywarden.vault.client import (
+    CardMetadata,
+    VaultCardError,
+    VaultClient,
+    VaultFailure,
+    VaultUnavailable,
+)
 
 if TYPE_CHECKING:
     from paywarden.gateway.container import Gateway
@@ -225,35 +236,181 @@ def customer_delete(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict
             s, account_id=call.account_id, livemode=call.livemode, customer_id=id, for_update=True
         )
         snapshot = customers.render(c)
+        # Erasing a customer crypto-shreds every card of theirs in the vault.
+        for pm in s.scalars(
+            select(PaymentMethod).where(
+                PaymentMethod.customer_id == c.id, PaymentMethod.account_id == c.account_id
+            )
+        ):
+            _shred(gw, pm, "customer_deleted")
         customers.delete(s, c)
         _emit(gw, s, call, c, "customer.deleted", snapshot)
         return customers.render(c)
 
 
-# -------------------------------------------------------------- payment methods
-def pm_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
-    token = (v.get("card") or {}).get("token")
-    if not token:
+# -------------------------------------------------------------- card vault
+def _vault(gw: Gateway) -> VaultClient:
+    if gw.vault is None:
         raise InvalidRequestError(
-            "Provide card[token] with a test token such as 'tok_visa' (raw card numbers need the "
-            "card vault).",
-            param="card[token]",
+            "This gateway has no card vault configured.", code="vault_not_configured"
+        )
+    return gw.vault
+
+
+def _vault_errors(exc: VaultFailure) -> StripeError:
+    """A vault failure as the merchant should see it (never with card data)."""
+    if isinstance(exc, VaultCardError):
+        return CardError(str(exc), code=exc.code, param=exc.param)
+    if isinstance(exc, VaultUnavailable):
+        return ServiceUnavailableError(
+            "The card vault is unavailable; nothing was stored. Try again shortly.",
+            code="vault_unavailable",
+        )
+    if exc.code == "encrypted_card_invalid":
+        return InvalidRequestError(str(exc), code=exc.code, param="card[encrypted]")
+    if exc.code == "resource_missing":
+        return InvalidRequestError(
+            "The card is no longer available in the vault.", code="card_unavailable"
+        )
+    return ApiError("The card vault could not process the request.", code="vault_error")
+
+
+def _tokenize(gw: Gateway, call: Call) -> CardMetadata:
+    assert call.card is not None
+    try:
+        return _vault(gw).tokenize(
+            account_id=call.account_id, card=call.card, request_id=call.request_id
+        )
+    except VaultFailure as exc:
+        raise _vault_errors(exc) from None
+
+
+def _shred(gw: Gateway, pm: PaymentMethod, reason: str) -> None:
+    """Crypto-shred a vaulted card: its data key is destroyed in the vault.
+    Called inside the caller's transaction, so a failure changes nothing."""
+    token = methods.vault_token(pm)
+    if token is None:
+        return
+    try:
+        _vault(gw).delete(token=token, account_id=pm.account_id, reason=reason)
+    except VaultFailure as exc:
+        if exc.code != "resource_missing":
+            raise _vault_errors(exc) from None
+
+
+def encryption_keys(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    """The vault's HPKE public keys (current first), for client-side encryption."""
+    try:
+        keys = _vault(gw).encryption_keys()
+    except VaultFailure as exc:
+        raise _vault_errors(exc) from None
+    return {
+        "object": "list",
+        "data": keys,
+        "has_more": False,
+        "url": "/v1/paywarden/encryption_keys",
+    }
+
+
+def token_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    if call.card is None:
+        raise InvalidRequestError(
+            "Provide card data: card[number], card[exp_month], card[exp_year] and card[cvc], "
+            "or card[encrypted].",
+            param="card",
             code="parameter_missing",
         )
     if call.recovered_id:
-        return pm_retrieve(gw, call, {}, call.recovered_id)
+        return token_retrieve(gw, call, {}, call.recovered_id)
+    meta = _tokenize(gw, call)
     with gw.db.write() as s:
-        pm = methods.from_test_id(
-            s,
-            pm_id=token,
+        tok = CardToken(
+            id=new_id("tok", 24),
             account_id=call.account_id,
             livemode=call.livemode,
-            now=_now(gw),
-            pepper=gw.secrets.api_key_pepper,
-            billing_details=v.get("billing_details"),
-            metadata=merge_metadata({}, v.get("metadata")),
-            param="card[token]",
+            created=_now(gw),
+            client_ip=call.source_ip,
+            brand=meta.brand,
+            bin=meta.bin,
+            last4=meta.last4,
+            exp_month=meta.exp_month,
+            exp_year=meta.exp_year,
+            funding=meta.funding,
+            country=meta.country,
+            fingerprint=meta.fingerprint,
+            card_ref=f"vault:{meta.token}",
         )
+        s.add(tok)
+        s.flush()
+        call.remember(s, tok.id)
+        return methods.render_token(tok)
+
+
+def token_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    with gw.db.read() as s:
+        tok = s.scalar(
+            select(CardToken).where(
+                CardToken.id == id,
+                CardToken.account_id == call.account_id,
+                CardToken.livemode == call.livemode,
+            )
+        )
+        if tok is None:
+            raise ResourceMissingError("token", id)
+        return methods.render_token(tok)
+
+
+# -------------------------------------------------------------- payment methods
+def pm_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    token: str = (v.get("card") or {}).get("token") or ""
+    if call.card is None and not token:
+        raise InvalidRequestError(
+            "Provide card data (card[number], card[exp_month], card[exp_year], card[cvc]), "
+            "card[encrypted], or card[token] with a token such as 'tok_visa'.",
+            param="card[token]",
+            code="parameter_missing",
+        )
+    if call.card is not None and token:
+        raise InvalidRequestError(
+            "Send either card data or card[token], not both.", param="card[token]"
+        )
+    if call.recovered_id:
+        return pm_retrieve(gw, call, {}, call.recovered_id)
+    meta = _tokenize(gw, call) if call.card is not None else None
+    billing, metadata = v.get("billing_details"), merge_metadata({}, v.get("metadata"))
+    with gw.db.write() as s:
+        if meta is not None:
+            pm = methods.from_vault(
+                s,
+                meta=meta,
+                account_id=call.account_id,
+                livemode=call.livemode,
+                now=_now(gw),
+                billing_details=billing,
+                metadata=metadata,
+            )
+        elif token.startswith("tok_") and lookup_test_payment_method(token) is None:
+            pm = methods.from_card_token(
+                s,
+                token_id=token,
+                account_id=call.account_id,
+                livemode=call.livemode,
+                now=_now(gw),
+                billing_details=billing,
+                metadata=metadata,
+            )
+        else:
+            pm = methods.from_test_id(
+                s,
+                pm_id=token,
+                account_id=call.account_id,
+                livemode=call.livemode,
+                now=_now(gw),
+                pepper=gw.secrets.api_key_pepper,
+                billing_details=billing,
+                metadata=metadata,
+                param="card[token]",
+            )
         call.remember(s, pm.id)
         return methods.render(pm)
 
@@ -323,6 +480,9 @@ def pm_detach(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, 
             )
         previous = {"customer": pm.customer_id}
         pm.customer_id = None
+        # Stripe: a detached payment method can never be used again. Its card
+        # is crypto-shredded in the vault, in this transaction.
+        _shred(gw, pm, "detached")
         body = methods.render(pm)
         _emit(gw, s, call, pm, "payment_method.detached", body, previous=previous)
         return body
@@ -857,7 +1017,36 @@ def endpoints() -> list[Endpoint]:
             "payment_methods",
             r,
         ),
-        Endpoint("POST", "/v1/payment_methods", pm_create, PM_CREATE, "payment_methods", w),
+        Endpoint(
+            "POST",
+            "/v1/payment_methods",
+            pm_create,
+            PM_CREATE,
+            "payment_methods",
+            w,
+            publishable=True,
+            card_intake=True,
+        ),
+        Endpoint(
+            "POST",
+            "/v1/tokens",
+            token_create,
+            EXPAND,
+            "tokens",
+            w,
+            publishable=True,
+            card_intake=True,
+        ),
+        Endpoint("GET", "/v1/tokens/{id}", token_retrieve, EXPAND, "tokens", r),
+        Endpoint(
+            "GET",
+            "/v1/paywarden/encryption_keys",
+            encryption_keys,
+            {},
+            "payment_methods",
+            r,
+            publishable=True,
+        ),
         Endpoint("GET", "/v1/payment_methods", pm_list, pm_list_spec, "payment_methods", r),
         Endpoint("GET", "/v1/payment_methods/{id}", pm_retrieve, EXPAND, "payment_methods", r),
         Endpoint("POST", "/v1/payment_methods/{id}", pm_update, PM_UPDATE, "payment_methods", w),

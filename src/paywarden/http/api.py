@@ -33,16 +33,18 @@ from paywarden.core.errors import (
     ParameterError,
     PermissionDeniedError,
     RateLimitError,
+    ServiceUnavailableError,
     StripeError,
 )
 from paywarden.core.ids import new_id
-from paywarden.http.cardguard import refuse_raw_card_data
+from paywarden.http.cardguard import card_fingerprint, take_card_data
 from paywarden.http.forms import build_nested, decode_form, decode_json
 from paywarden.http.params import Param, validate
 from paywarden.idempotency.service import IdempotencyStore, Reservation, fingerprint
 from paywarden.tenancy.keys import hint
 from paywarden.tenancy.scopes import allows
 from paywarden.tenancy.service import AuthContext, authenticate, record_security_event
+from paywarden.vault.client import CardData
 
 if TYPE_CHECKING:
     from paywarden.gateway.container import Gateway
@@ -63,6 +65,8 @@ class Call:
     # died after creating this object: resume it, do not create another.
     recovered_id: str | None = None
     idempotent: bool = False
+    # Card data lifted out of the parameters on intake endpoints (masked).
+    card: CardData | None = None
 
     def remember(self, session: Session, object_id: str) -> None:
         """Tie a newly created object to this request's idempotency key, in the
@@ -97,6 +101,8 @@ class Endpoint:
     resource: str
     write: bool
     publishable: bool = False
+    # Accepts card data (relayed to the vault, never kept).
+    card_intake: bool = False
 
 
 class _TooLarge(Exception):
@@ -256,19 +262,22 @@ def _process(
 ) -> tuple[int, str, dict[str, str]]:
     auth = _authenticate(gw, raw_key, source, rid)
     _authorize(gw, ep, auth, source, rid)
-    refuse_raw_card_data(params)
+    card = take_card_data(params, vault_enabled=ep.card_intake and gw.vault is not None)
     for name, value in path_params.items():
         if not _PATH_ID_RE.fullmatch(value):
             raise InvalidRequestError(
                 f"Invalid {name}: must be an object id.", code="resource_missing", param=name
             )
     values = validate(params, ep.spec)
-    call = Call(auth=auth, request_id=rid, idempotency_key=idem_key, source_ip=source)
+    call = Call(auth=auth, request_id=rid, idempotency_key=idem_key, source_ip=source, card=card)
     if ep.method != "POST" or not idem_key:
         return _execute(gw, ep, call, values, path_params)
     # The key kind is part of the request's identity: a publishable key must
     # not replay what a secret key's request returned.
-    fp = fingerprint(ep.method, ep.path.format(**path_params), {"~key": auth.kind, **params})
+    identity: dict[str, Any] = {"~key": auth.kind, **params}
+    if card is not None:
+        identity["~card"] = card_fingerprint(card, gw.secrets.api_key_pepper)
+    fp = fingerprint(ep.method, ep.path.format(**path_params), identity)
     now = gw.clock.now()
     stored = gw.idempotency.begin(
         account_id=auth.account_id,
@@ -289,8 +298,9 @@ def _process(
         )
     try:
         status, body, extra = _execute(gw, ep, call, values, path_params)
-    except ParameterError:
-        # Parameters judged invalid by the handler: nothing ran, nothing is stored.
+    except (ParameterError, ServiceUnavailableError):
+        # Parameters judged invalid by the handler, or a dependency down:
+        # nothing ran, nothing is stored, a retry may succeed.
         gw.idempotency.release(account_id=auth.account_id, livemode=auth.livemode, key=idem_key)
         raise
     except StripeError as err:

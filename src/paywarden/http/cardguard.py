@@ -1,14 +1,27 @@
-"""Refuses raw card data at the door while no card vault is configured.
+"""Card data at the door.
 
-Runs on the decoded parameters before validation, so the refusal is specific
-and the value is never echoed, logged, stored or kept for idempotent replay.
+Runs on the decoded parameters before validation, so no value is ever echoed in
+a validation error, logged, stored, or kept for idempotent replay.
+
+* On the card-intake endpoints (``POST /v1/payment_methods``, ``POST /v1/tokens``)
+  :func:`take_card_data` lifts ``card[number]``, ``card[exp_month]``,
+  ``card[exp_year]``, ``card[cvc]`` — or the HPKE-encrypted
+  ``card[encrypted][key_id]`` / ``card[encrypted][payload]`` — out of the
+  parameters into masked types, to be relayed to the vault and dropped.
+* Everywhere else, and on the intake endpoints when no vault is configured,
+  :func:`refuse_raw_card_data` refuses any ``number`` or ``cvc`` field, wherever
+  it is nested.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 from paywarden.core.errors import InvalidRequestError
+from paywarden.core.secrets import Secret
+from paywarden.vault.client import CardData, EncryptedCard, RawCard
 
 RAW_CARD_MESSAGE = (
     "Sending raw card numbers to this API is not enabled: this gateway has no card vault "
@@ -16,6 +29,7 @@ RAW_CARD_MESSAGE = (
     "'tok_visa'."
 )
 _CARD_FIELDS = frozenset({"number", "cvc"})
+_INTAKE_FIELDS = ("number", "exp_month", "exp_year", "cvc", "encrypted")
 
 
 def refuse_raw_card_data(params: dict[str, Any]) -> None:
@@ -30,3 +44,79 @@ def refuse_raw_card_data(params: dict[str, Any]) -> None:
             stack.extend(value.items())
         elif isinstance(value, list):
             stack.extend((key, v) for v in value)
+
+
+def _plain(value: Any, param: str) -> str:
+    """A scalar card field as a string; the vault judges its content. Messages
+    never contain the value."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidRequestError(f"Invalid {param}: must be a string.", param=param)
+    text = str(value)
+    if len(text) > 64:
+        raise InvalidRequestError(f"Invalid {param}: too long.", param=param)
+    return text
+
+
+def take_card_data(params: dict[str, Any], *, vault_enabled: bool) -> CardData | None:
+    """Remove card data from ``params`` (in place) and return it masked."""
+    card = params.get("card")
+    if not isinstance(card, dict) or not any(f in card for f in _INTAKE_FIELDS):
+        refuse_raw_card_data(params)
+        return None
+    if not vault_enabled:
+        raise InvalidRequestError(
+            RAW_CARD_MESSAGE, code="raw_card_data_not_enabled", param="card[number]"
+        )
+    fields = {f: card.pop(f) for f in _INTAKE_FIELDS if f in card}
+    if not card:
+        params.pop("card")
+    # Anything left that looks like card data elsewhere is still refused.
+    refuse_raw_card_data(params)
+    encrypted = fields.pop("encrypted", None)
+    if encrypted is not None:
+        if fields:
+            raise InvalidRequestError(
+                "Send either card[encrypted] or the card fields, not both.",
+                param="card[encrypted]",
+            )
+        if not isinstance(encrypted, dict) or set(encrypted) - {"key_id", "payload"}:
+            raise InvalidRequestError(
+                "card[encrypted] takes key_id and payload.", param="card[encrypted]"
+            )
+        key_id, payload = encrypted.get("key_id"), encrypted.get("payload")
+        if not isinstance(key_id, str) or not 1 <= len(key_id) <= 64:
+            raise InvalidRequestError(
+                "Missing or invalid card[encrypted][key_id].", param="card[encrypted][key_id]"
+            )
+        if not isinstance(payload, str) or not 1 <= len(payload) <= 8192:
+            raise InvalidRequestError(
+                "Missing or invalid card[encrypted][payload].", param="card[encrypted][payload]"
+            )
+        return EncryptedCard(key_id=key_id, payload=payload)
+    for required in ("number", "exp_month", "exp_year"):
+        if required not in fields:
+            raise InvalidRequestError(
+                f"Missing required param: card[{required}].",
+                param=f"card[{required}]",
+                code="parameter_missing",
+            )
+    number = Secret(_plain(fields["number"], "card[number]"), "card number")
+    cvc = fields.get("cvc")
+    return RawCard(
+        number=number,
+        exp_month=_plain(fields["exp_month"], "card[exp_month]"),
+        exp_year=_plain(fields["exp_year"], "card[exp_year]"),
+        cvc=Secret(_plain(cvc, "card[cvc]"), "cvc") if cvc is not None else None,
+    )
+
+
+def card_fingerprint(card: CardData, key: Secret) -> str:
+    """What stands for the card in an idempotency request fingerprint: a keyed
+    hash, so the same key with another card is detected without keeping the
+    card number, even hashed, in a form anyone could brute-force."""
+    if isinstance(card, EncryptedCard):
+        material = f"enc|{card.key_id}|{card.payload}"
+    else:
+        cvc = card.cvc.reveal() if card.cvc is not None else ""
+        material = f"raw|{card.number.reveal()}|{card.exp_month}|{card.exp_year}|{cvc}"
+    return hmac.new(key.reveal().encode(), material.encode(), hashlib.sha256).hexdigest()

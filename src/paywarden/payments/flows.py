@@ -34,6 +34,7 @@ from paywarden.acquirers.base import (
     AuthorizationRequest,
     AuthorizationResult,
     CardRef,
+    CardVaultUnavailable,
 )
 from paywarden.acquirers.router import AcquirerRouter
 from paywarden.core.clock import Clock
@@ -359,7 +360,8 @@ class Payments:
         kind, _, ref = pm.card_ref.partition(":")
         card = CardRef(
             test_ref=ref if kind == "test" else None,
-            network_token=ref if kind != "test" else None,
+            vault_token=ref if kind == "vault" else None,
+            vault_account=pi.account_id if kind == "vault" else None,
             exp_month=pm.exp_month,
             exp_year=pm.exp_year,
         )
@@ -489,6 +491,10 @@ class Payments:
                         idempotency_key=plan.idempotency_key,
                     )
                 return _Outcome("unknown", attempt_id, name)
+            except CardVaultUnavailable:
+                # Not the acquirer's fault: its breaker stays as it is, and no
+                # other acquirer could be reached without the vault either.
+                return _Outcome("unavailable", attempt_id, name, error="unavailable: card vault")
             except AcquirerUnavailable as exc:
                 self.router.record_failure(name)
                 error = f"unavailable: {type(exc).__name__}"
@@ -1297,7 +1303,8 @@ def _auth_request_json(req: AuthorizationRequest) -> dict[str, Any]:
         "capture": req.capture,
         "card": {
             "test_ref": req.card.test_ref,
-            "network_token": req.card.network_token,
+            "vault_token": req.card.vault_token,
+            "vault_account": req.card.vault_account,
             "exp_month": req.card.exp_month,
             "exp_year": req.card.exp_year,
         },
@@ -1316,7 +1323,8 @@ def auth_request_from_json(d: dict[str, Any]) -> AuthorizationRequest:
         capture=bool(d["capture"]),
         card=CardRef(
             test_ref=card.get("test_ref"),
-            network_token=card.get("network_token"),
+            vault_token=card.get("vault_token"),
+            vault_account=card.get("vault_account"),
             exp_month=card.get("exp_month"),
             exp_year=card.get("exp_year"),
         ),

@@ -1,6 +1,7 @@
-"""Payment methods. Until the card vault lands, cards come only from Stripe's
-documented test payment methods and tokens (``pm_card_visa``, ``tok_visa``…);
-raw card numbers are refused before anything is parsed or stored."""
+"""Payment methods. Cards come from Stripe's documented test payment methods and
+tokens (``pm_card_visa``, ``tok_visa``…), or from the card vault: the gateway
+keeps the vault's token and the card's display data (brand, BIN, last four,
+expiry, funding, country, keyed fingerprint), never a card number."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from paywarden.core.errors import ResourceMissingError
+from paywarden.core.errors import InvalidRequestError, ResourceMissingError
 from paywarden.core.ids import new_id
 from paywarden.core.secrets import Secret
 from paywarden.http.params import merge_metadata
-from paywarden.payments.models import PaymentMethod
+from paywarden.payments.models import CardToken, PaymentMethod
 from paywarden.payments.test_methods import lookup_test_payment_method
+from paywarden.vault.client import CardMetadata
 
 
 def fingerprint(account_id: str, card_ref: str, pepper: Secret) -> str:
@@ -63,6 +65,97 @@ def from_test_id(
     return pm
 
 
+def from_vault(
+    session: Session,
+    *,
+    meta: CardMetadata,
+    account_id: str,
+    livemode: bool,
+    now: int,
+    billing_details: dict[str, Any] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> PaymentMethod:
+    pm = PaymentMethod(
+        id=new_id("pm", 24),
+        account_id=account_id,
+        livemode=livemode,
+        created=now,
+        type="card",
+        brand=meta.brand,
+        bin=meta.bin,
+        last4=meta.last4,
+        exp_month=meta.exp_month,
+        exp_year=meta.exp_year,
+        funding=meta.funding,
+        country=meta.country,
+        fingerprint=meta.fingerprint,
+        card_ref=f"vault:{meta.token}",
+        billing_details=billing_details or {},
+        metadata_=metadata or {},
+    )
+    session.add(pm)
+    session.flush()
+    return pm
+
+
+def from_card_token(
+    session: Session,
+    *,
+    token_id: str,
+    account_id: str,
+    livemode: bool,
+    now: int,
+    billing_details: dict[str, Any] | None = None,
+    metadata: dict[str, str] | None = None,
+    param: str = "card[token]",
+) -> PaymentMethod:
+    """Consume a single-use ``tok_…`` made by ``POST /v1/tokens``."""
+    tok = session.scalar(
+        select(CardToken)
+        .where(
+            CardToken.id == token_id,
+            CardToken.account_id == account_id,
+            CardToken.livemode == livemode,
+        )
+        .with_for_update()
+    )
+    if tok is None:
+        raise ResourceMissingError("token", token_id, param=param)
+    if tok.used:
+        raise InvalidRequestError(
+            f"You cannot use a Stripe token more than once: {token_id}.",
+            code="token_already_used",
+            param=param,
+        )
+    tok.used = True
+    pm = PaymentMethod(
+        id=new_id("pm", 24),
+        account_id=account_id,
+        livemode=livemode,
+        created=now,
+        type="card",
+        brand=tok.brand,
+        bin=tok.bin,
+        last4=tok.last4,
+        exp_month=tok.exp_month,
+        exp_year=tok.exp_year,
+        funding=tok.funding,
+        country=tok.country,
+        fingerprint=tok.fingerprint,
+        card_ref=tok.card_ref,
+        billing_details=billing_details or {},
+        metadata_=metadata or {},
+    )
+    session.add(pm)
+    session.flush()
+    return pm
+
+
+def vault_token(pm: PaymentMethod) -> str | None:
+    kind, _, ref = pm.card_ref.partition(":")
+    return ref if kind == "vault" else None
+
+
 def get(
     session: Session,
     *,
@@ -95,7 +188,17 @@ def resolve(
     pepper: Secret,
     param: str = "payment_method",
 ) -> PaymentMethod:
-    """An existing payment method, or a fresh one from a test id (as Stripe does)."""
+    """An existing payment method, or a fresh one from a test id or a card token
+    (as Stripe does)."""
+    if pm_id.startswith("tok_") and lookup_test_payment_method(pm_id) is None:
+        return from_card_token(
+            session,
+            token_id=pm_id,
+            account_id=account_id,
+            livemode=livemode,
+            now=now,
+            param=param,
+        )
     if lookup_test_payment_method(pm_id) is not None and not livemode:
         return from_test_id(
             session,
@@ -161,6 +264,42 @@ def card_details(pm: PaymentMethod) -> dict[str, Any]:
         "networks": {"available": [pm.brand], "preferred": None},
         "three_d_secure_usage": {"supported": True},
         "wallet": None,
+    }
+
+
+_LEGACY_BRANDS = {
+    "visa": "Visa",
+    "mastercard": "MasterCard",
+    "amex": "American Express",
+    "discover": "Discover",
+    "diners": "Diners Club",
+    "jcb": "JCB",
+    "unionpay": "UnionPay",
+}
+
+
+def render_token(tok: CardToken) -> dict[str, Any]:
+    """Stripe's Token object; its ``card`` uses the legacy Card shape."""
+    return {
+        "id": tok.id,
+        "object": "token",
+        "card": {
+            "id": "card_" + tok.id.removeprefix("tok_"),
+            "object": "card",
+            "brand": _LEGACY_BRANDS.get(tok.brand, "Unknown"),
+            "country": tok.country,
+            "exp_month": tok.exp_month,
+            "exp_year": tok.exp_year,
+            "fingerprint": tok.fingerprint,
+            "funding": tok.funding,
+            "last4": tok.last4,
+            "metadata": {},
+        },
+        "client_ip": tok.client_ip,
+        "created": tok.created,
+        "livemode": tok.livemode,
+        "type": "card",
+        "used": tok.used,
     }
 
 

@@ -22,9 +22,30 @@ class PaymentMethod(ListableMixin, Base):
     funding: Mapped[str] = mapped_column(String(16))
     country: Mapped[str | None] = mapped_column(String(2))
     fingerprint: Mapped[str] = mapped_column(String(32))
-    card_ref: Mapped[str] = mapped_column(String(64))  # sandbox test ref or vault token
+    # "test:<ref>" (a sandbox test card) or "vault:<token>" (a vaulted card).
+    card_ref: Mapped[str] = mapped_column(String(64))
+    bin: Mapped[str | None] = mapped_column(String(8))
     billing_details: Mapped[dict[str, Any]]
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+
+
+class CardToken(ListableMixin, Base):
+    """A single-use card token (``tok_…``, Stripe's Tokens API). Card display
+    data and the vault reference only; consumed when a payment method is made
+    from it."""
+
+    __tablename__ = "card_tokens"
+    used: Mapped[bool] = mapped_column(default=False)
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    brand: Mapped[str] = mapped_column(String(32))
+    bin: Mapped[str | None] = mapped_column(String(8))
+    last4: Mapped[str] = mapped_column(String(4))
+    exp_month: Mapped[int]
+    exp_year: Mapped[int]
+    funding: Mapped[str] = mapped_column(String(16))
+    country: Mapped[str | None] = mapped_column(String(2))
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    card_ref: Mapped[str] = mapped_column(String(64))
 
 
 class PaymentIntent(ListableMixin, Base):

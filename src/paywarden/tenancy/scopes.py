@@ -16,6 +16,7 @@ RESOURCES = (
     "refunds",
     "events",
     "webhook_endpoints",
+    "tokens",
 )
 LEVELS = ("none", "read", "write")
 
