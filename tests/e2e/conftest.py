@@ -213,7 +213,12 @@ def run_stack(base: Path, **overrides: str) -> Iterator[Stack]:
     logs.mkdir(parents=True, mode=0o700)
     home.chmod(0o700)
     port, acq_base = free_ports()
+    vault_sock = _bind(0)
+    assert vault_sock is not None
+    vault_port = vault_sock.getsockname()[1]
+    vault_sock.close()
     settings = {
+        "vault_port": str(vault_port),
         "home": str(home),
         "host": "127.0.0.1",
         "port": str(port),
@@ -304,7 +309,8 @@ def pytest_runtest_makereport(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The leak check reads what every other test left behind: run it last."""
-    last = [i for i in items if i.name == LEAK_TEST_NAME]
+    """The leak checks (``test_zz_*``) read what every other test left behind:
+    run them last."""
+    last = [i for i in items if i.name.startswith("test_zz_")]
     if last:
-        items[:] = [i for i in items if i.name != LEAK_TEST_NAME] + last
+        items[:] = [i for i in items if not i.name.startswith("test_zz_")] + last

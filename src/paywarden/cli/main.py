@@ -231,13 +231,15 @@ def ensure_dev_merchant(settings: Settings, database: Database) -> dict[str, Any
     return creds
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def _wait_http(
+    url: str, proc: subprocess.Popen[bytes], timeout: float = 30, verify: Any = True
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise click.ClickException(f"process for {url} exited with code {proc.returncode}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -278,11 +280,39 @@ def start_acquirers(
     return procs
 
 
+def start_vault(settings: Settings, log_dir: Path) -> subprocess.Popen[bytes]:
+    """The card vault as its own process, on mutual TLS."""
+    from paywarden.vault.server import ensure_pki, pki_paths
+    from paywarden.vault.tlsserver import client_ssl_context
+
+    ensure_pki(settings)
+    log = open(log_dir / "vault.log", "ab")  # noqa: SIM115 - owned by the child
+    env = {**os.environ, "PAYWARDEN_HOME": str(settings.home.resolve())}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "paywarden.cli.main", "vault", "serve"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    paths = pki_paths(settings)
+    ctx = client_ssl_context(
+        cert=paths["gateway_cert"], key=paths["gateway_key"], ca_bundle=paths["ca_bundle"]
+    )
+    _wait_http(f"{vault_url(settings)}/healthz", p, verify=ctx)
+    return p
+
+
+def vault_url(settings: Settings) -> str:
+    return settings.vault_url or f"https://127.0.0.1:{settings.vault_port}"
+
+
 @main.command("run")
 @click.option("--workers", type=int, default=None, help="Gateway worker processes")
 @click.option("--no-acquirers", is_flag=True, help="Do not start the sandbox acquirers")
-def run(workers: int | None, no_acquirers: bool) -> None:
-    """Start the sandbox acquirers and the gateway; print the dev merchant's keys."""
+@click.option("--no-vault", is_flag=True, help="Do not start the card vault (raw cards refused)")
+def run(workers: int | None, no_acquirers: bool, no_vault: bool) -> None:
+    """Start the sandbox acquirers, the card vault and the gateway; print the dev
+    merchant's keys."""
     settings = _settings()
     secrets = load_or_create_secrets(settings.home)
     database = _db(settings)
@@ -299,6 +329,9 @@ def run(workers: int | None, no_acquirers: bool) -> None:
     if not no_acquirers:
         procs = start_acquirers(settings, token_file, log_dir)
     env = {**os.environ, "PAYWARDEN_HOME": str(settings.home.resolve())}
+    if not no_vault:
+        procs.append(start_vault(settings, log_dir))
+        env["PAYWARDEN_VAULT_URL"] = vault_url(settings)
     gateway = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
         [
             sys.executable,
@@ -325,6 +358,8 @@ def run(workers: int | None, no_acquirers: bool) -> None:
         click.echo(f"Paywarden gateway   {settings.base_url}")
         for a in settings.acquirer_list():
             click.echo(f"Sandbox acquirer    {a.url}  ({a.name})")
+        if not no_vault:
+            click.echo(f"Card vault (mTLS)   {vault_url(settings)}")
         click.echo(f"Dev merchant        {creds['account']}")
         click.echo(f"Secret key          {creds['secret_key']}")
         click.echo(f"Publishable key     {creds['publishable_key']}")
@@ -360,6 +395,14 @@ def reconcile_once() -> None:
     gw.close()
     click.echo(f"settled {n} attempt(s)")
 
+
+def _register_vault() -> None:
+    from paywarden.cli.vault import register
+
+    register(main, _settings)
+
+
+_register_vault()
 
 if __name__ == "__main__":
     main()
