@@ -4,7 +4,9 @@ on a clock the tests move."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,14 +14,16 @@ import pytest
 from sqlalchemy import select
 
 from paywarden.core.clock import FrozenClock
+from paywarden.core.secrets import Secret
 from paywarden.vault.bins import BinTable
 from paywarden.vault.cards import CardValidationError
 from paywarden.vault.crypto import aead, hpke
 from paywarden.vault.crypto.aead import DecryptionError
-from paywarden.vault.kms import LocalKeyring, WrappedKey
+from paywarden.vault.kms import KeyManager, LocalKeyring, TransitKms, WrappedKey
 from paywarden.vault.models import VaultAccessLog, VaultCard, VaultCvc
 from paywarden.vault.server import vault_database
 from paywarden.vault.service import NotFound, VaultError, VaultPolicy, VaultService
+from tests.conftest import pg_schema
 
 VISA = "4242424242424242"
 START = 1_790_000_000.0  # 2026-09-21
@@ -30,11 +34,38 @@ def clock() -> FrozenClock:
     return FrozenClock(START)
 
 
-@pytest.fixture
-def svc(tmp_path: Path, clock: FrozenClock) -> Iterator[VaultService]:
+@pytest.fixture(
+    params=[
+        "sqlite-local",
+        pytest.param("postgresql-local", marks=pytest.mark.pg),
+        "sqlite-transit",
+    ]
+)
+def svc(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FrozenClock
+) -> Iterator[VaultService]:
+    """The vault's own database on SQLite or PostgreSQL; KEKs in the local
+    keyring or in a real OpenBao server's Transit engine."""
+    store, backend = request.param.split("-")
+    with contextlib.ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'vault.db'}"
+        if store == "postgresql":
+            url = stack.enter_context(pg_schema())
+        kms: KeyManager
+        if backend == "transit":
+            bao = request.getfixturevalue("openbao")
+            kms = TransitKms(
+                bao.url, Secret(bao.token, "token"), key_name=f"kek-{uuid.uuid4().hex[:8]}"
+            )
+        else:
+            kms = LocalKeyring.open(tmp_path / "keyring.json", b"m" * 32)
+        yield from _service(url, kms, clock)
+
+
+def _service(url: str, kms: KeyManager, clock: FrozenClock) -> Iterator[VaultService]:
     service = VaultService(
-        db=vault_database(f"sqlite:///{tmp_path / 'vault.db'}"),
-        kms=LocalKeyring.open(tmp_path / "keyring.json", b"m" * 32),
+        db=vault_database(url),
+        kms=kms,
         bins=BinTable.load_default(),
         clock=clock,
         policy=VaultPolicy(cvc_ttl_seconds=600, hpke_overlap_seconds=3600),
