@@ -105,7 +105,7 @@ def serve_vault(
     home: Path, acquirer_urls: dict[str, str], *, port: int = 0
 ) -> Iterator[VaultServer]:
     from paywarden.vault.app import create_vault_app
-    from paywarden.vault.server import build_vault, ensure_pki
+    from paywarden.vault.server import build_vault, ensure_pki, revocation_check
     from paywarden.vault.tlsserver import make_uvicorn_config
 
     vs = Settings(
@@ -135,7 +135,10 @@ def serve_vault(
 
     try:
         with run_app_in_thread(
-            create_vault_app(service), config=config, scheme="https", port=port
+            create_vault_app(service, revoked=revocation_check(pki)),
+            config=config,
+            scheme="https",
+            port=port,
         ) as url:
             yield VaultServer(url=url, settings=vs, service=service)
     finally:

@@ -160,6 +160,16 @@ def register(main: click.Group, settings_factory: Any) -> None:
         cert = ensure_pki(settings_factory()).rotate(name)
         click.echo(f"{name}: serial {cert.serial}, valid until {cert.not_after.isoformat()}")
 
+    @certs.command("revoke")
+    @click.argument("name")
+    def certs_revoke(name: str) -> None:
+        """Revoke NAME's current certificate: the vault refuses it from now on
+        (issue a new one with `certs rotate NAME`)."""
+        pki = ensure_pki(settings_factory())
+        cert = pki.cert_for(name)
+        pki.revoke(cert.serial)
+        click.echo(f"{name}: serial {cert.serial:X} revoked")
+
     @certs.command("rotate-ca")
     def certs_rotate_ca() -> None:
         """New CA; the bundle keeps the old one during the overlap."""

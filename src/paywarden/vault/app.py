@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -67,11 +67,31 @@ def _str(body: dict[str, Any], key: str) -> str:
     return value
 
 
-def _route(service: VaultService, path: str, method: str, action: str, fn: Handler) -> Route:
+Revoked = Callable[[], frozenset[str]]
+
+
+def _no_revocations() -> frozenset[str]:
+    return frozenset()
+
+
+def _route(
+    service: VaultService, path: str, method: str, action: str, fn: Handler, revoked: Revoked
+) -> Route:
     async def endpoint(request: Request) -> Response:
         rid = request.headers.get("x-request-id", "")[:64] or new_id("vreq", 14)
         info = tls_info(request.scope)
         actor = info.identity if info is not None and info.identity else "unknown"
+        if info is not None and info.fingerprint_sha256 in revoked():
+            # A revoked certificate still passes the handshake (no CRL in the
+            # TLS layer); it is refused here, before any action.
+            await run_in_threadpool(
+                service.log_refusal,
+                actor=actor,
+                action=action,
+                request_id=rid,
+                detail="revoked certificate",
+            )
+            return _error(403, "certificate_revoked", "This client certificate is revoked.")
         if action not in PERMISSIONS.get(actor, frozenset()):
             await run_in_threadpool(
                 service.log_refusal,
@@ -255,7 +275,8 @@ async def _health(_request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def create_vault_app(service: VaultService) -> Starlette:
+def create_vault_app(service: VaultService, *, revoked: Revoked = _no_revocations) -> Starlette:
+    """``revoked`` returns the SHA-256 fingerprints of revoked client certificates."""
     table: list[tuple[str, str, str, Handler]] = [
         ("/v1/cards", "POST", "tokenize", _tokenize),
         ("/v1/fingerprints", "POST", "fingerprint", _fingerprint),
@@ -271,13 +292,10 @@ def create_vault_app(service: VaultService) -> Starlette:
         ("/v1/admin/hpke/rotate", "POST", "admin", _rotate_hpke),
         ("/v1/admin/sweep", "POST", "admin", _sweep),
     ]
-    routes = [_route(service, p, m, a, f) for p, m, a, f in table]
+    routes = [_route(service, p, m, a, f, revoked) for p, m, a, f in table]
     routes.append(Route("/healthz", _health, methods=["GET"]))
 
     async def not_found(_request: Request, _exc: Exception) -> Response:
         return _error(404, "not_found", "Unknown vault route.")
 
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
-
-
-AsyncEndpoint = Callable[[Request], Awaitable[Response]]

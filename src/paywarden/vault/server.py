@@ -9,7 +9,9 @@ import base64
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
 
@@ -101,6 +103,27 @@ def ensure_pki(settings: Settings) -> Pki:
     return pki
 
 
+def revocation_check(pki: Pki) -> Callable[[], frozenset[str]]:
+    """Revoked certificate fingerprints, re-read only when the PKI index changes."""
+    index = pki.directory / "index.json"
+    cache: dict[str, Any] = {"mtime": None, "value": frozenset()}
+    lock = threading.Lock()
+
+    def revoked() -> frozenset[str]:
+        try:
+            mtime = index.stat().st_mtime_ns
+        except FileNotFoundError:
+            return frozenset()
+        with lock:
+            if cache["mtime"] != mtime:
+                cache["value"] = pki.revoked_fingerprints()
+                cache["mtime"] = mtime
+            value: frozenset[str] = cache["value"]
+            return value
+
+    return revoked
+
+
 def run_vault(settings: Settings) -> None:
     """Serve the vault over mutual TLS until interrupted."""
     from paywarden.vault.app import create_vault_app
@@ -123,7 +146,7 @@ def run_vault(settings: Settings) -> None:
     server = pki.cert_for("vault")
     try:
         run_mtls(
-            create_vault_app(service),
+            create_vault_app(service, revoked=revocation_check(pki)),
             host=settings.vault_host,
             port=settings.vault_port,
             cert=server.cert_path,
