@@ -345,3 +345,25 @@ def test_rotation_and_rewrap_during_live_traffic_fail_no_payment(
     assert len(results) >= 12
     assert all(code == 200 and status == "succeeded" for code, status in results), results
     assert svc.records_below(version) == 0
+
+
+def test_gateway_serves_the_browser_helper(api: Api) -> None:
+    from paywarden.clients import browser_helper_source
+
+    r = api.client.get("/js/paywarden-e2e.js")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/javascript")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.text == browser_helper_source()
+    # Checkout pages on the merchant's origin call the API cross-origin.
+    pre = api.client.options(
+        "/v1/payment_methods",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    assert pre.status_code == 200
+    assert pre.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in pre.headers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html
 import logging
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from paywarden.clients import browser_helper_source
 from paywarden.core.errors import StripeError
 from paywarden.gateway import webhook_routes
 from paywarden.gateway.container import Gateway
@@ -58,9 +60,26 @@ def create_app(gw: Gateway, *, background: bool = False) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    helper_js = browser_helper_source()
+    helper_etag = '"' + hashlib.sha256(helper_js.encode()).hexdigest()[:32] + '"'
+
+    async def browser_helper(request: Request) -> Response:
+        """The end-to-end card encryption helper for checkout pages."""
+        return Response(
+            helper_js,
+            media_type="application/javascript",
+            headers={
+                "Cache-Control": "public, max-age=300",
+                "ETag": helper_etag,
+                "X-Content-Type-Options": "nosniff",
+                "Cross-Origin-Resource-Policy": "cross-origin",
+            },
+        )
+
     routes = [make_route(gw, ep) for ep in [*endpoints(), *webhook_routes.endpoints()]]
     routes.append(Route("/v1/paywarden/3ds/return/{attempt_id}", three_ds_return, methods=["GET"]))
     routes.append(Route("/healthz", health, methods=["GET"]))
+    routes.append(Route("/js/paywarden-e2e.js", browser_helper, methods=["GET"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
