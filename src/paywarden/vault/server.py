@@ -22,7 +22,7 @@ from paywarden.db import Database
 from paywarden.vault.bins import BinTable
 from paywarden.vault.crypto.pki import Pki
 from paywarden.vault.kms import KeyManager, LocalKeyring, TransitKms, load_or_create_master_secret
-from paywarden.vault.models import VaultBase
+from paywarden.vault.migrations import upgrade
 from paywarden.vault.service import VaultPolicy, VaultService
 
 log = logging.getLogger("paywarden.vault")
@@ -43,7 +43,7 @@ def vault_database(url: str) -> Database:
                 cur.execute("PRAGMA secure_delete=ON")
                 cur.close()
 
-    VaultBase.metadata.create_all(db.write_engine)
+    upgrade(url)
     return db
 
 
