@@ -30,7 +30,9 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, int: BigInteger, str: String(255)}
 
 
-def _sqlite_engine(url: str, *, immediate: bool, **kw: Any) -> Engine:
+def _sqlite_engine(
+    url: str, *, immediate: bool, journal_mode: str = "WAL", secure_delete: bool = False, **kw: Any
+) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kw)
 
     @event.listens_for(engine, "connect")
@@ -38,8 +40,12 @@ def _sqlite_engine(url: str, *, immediate: bool, **kw: Any) -> Engine:
         # Take transaction control away from pysqlite so BEGIN is ours.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA journal_mode={journal_mode}")
+        cur.execute(
+            "PRAGMA synchronous=NORMAL" if journal_mode == "WAL" else "PRAGMA synchronous=FULL"
+        )
+        if secure_delete:
+            cur.execute("PRAGMA secure_delete=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -54,12 +60,27 @@ def _sqlite_engine(url: str, *, immediate: bool, **kw: Any) -> Engine:
 class Database:
     """Owns the engines; hands out read and write sessions."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        sqlite_journal_mode: str = "WAL",
+        sqlite_secure_delete: bool = False,
+    ) -> None:
+        """``sqlite_journal_mode`` / ``sqlite_secure_delete``: the vault runs with
+        a rollback journal and secure delete, so no old page image (a shredded
+        key, a used CVC) survives in a WAL file."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            self.read_engine = _sqlite_engine(url, immediate=False, echo=echo)
-            self.write_engine = _sqlite_engine(url, immediate=True, echo=echo)
+            opts: dict[str, Any] = {
+                "journal_mode": sqlite_journal_mode,
+                "secure_delete": sqlite_secure_delete,
+                "echo": echo,
+            }
+            self.read_engine = _sqlite_engine(url, immediate=False, **opts)
+            self.write_engine = _sqlite_engine(url, immediate=True, **opts)
         else:
             self.write_engine = create_engine(
                 url, echo=echo, pool_size=20, max_overflow=20, pool_pre_ping=True

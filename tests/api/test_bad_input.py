@@ -602,7 +602,8 @@ def test_raw_card_data_is_refused_and_never_stored(
     method = "GET" if not body else "POST"
     for headers in ({}, {"Idempotency-Key": "raw-card-1"}):
         r = send(client, method, path, body or None, ctype=ctype, key=key, headers=headers)
-        assert_error(r, 400, "raw_card_data_not_enabled")
+        # Card data in a URL is refused as such, before anything else.
+        assert_error(r, 400, "card_data_in_url" if "?" in path else "raw_card_data_not_enabled")
         for pan in (PAN, PAN2):
             assert pan not in r.text
             assert pan[-8:] not in r.text
@@ -610,7 +611,7 @@ def test_raw_card_data_is_refused_and_never_stored(
     # Without a key it is a 401 (recorded as a security event), and the number is
     # not echoed either.
     r = send(client, method, path, body or None, ctype=ctype)
-    assert_error(r, 401)
+    assert_error(r, 400 if "?" in path else 401)
     assert PAN not in r.text and PAN2 not in r.text
     text = dump_db_text(gateway)
     assert PAN not in text and PAN2 not in text
@@ -622,6 +623,36 @@ def test_raw_card_data_is_refused_and_never_stored(
             for pan in (PAN, PAN2):
                 assert pan.encode() not in data, f
                 assert pan.encode("utf-16-le") not in data, f
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f"card[number]{PAN}",  # a name without "=": the whole pair is the name
+        f"card[number]{PAN}[]=1",
+        f"amount={PAN}&currency=usd",  # a number in the wrong field
+        f"amount=1000&currency=usd&metadata[{PAN}]=x&metadata[{PAN}]=y",
+        f"{PAN}=1",
+    ],
+)
+def test_malformed_or_misplaced_card_numbers_are_never_echoed(
+    body: str, client: httpx.Client, key: str
+) -> None:
+    for path in ("/v1/payment_intents", "/v1/customers"):
+        r = send(client, "POST", path, body.encode(), ctype=FORM, key=key)
+        assert 400 <= r.status_code < 500, r.text
+        assert PAN not in r.text and PAN[:12] not in r.text, r.text
+
+
+def test_card_data_in_the_query_string_of_a_post_is_refused(
+    client: httpx.Client, gateway: Gateway, key: str
+) -> None:
+    before = counts(gateway)
+    body = b"type=card&card[exp_month]=12&card[exp_year]=2034"
+    r = send(client, "POST", f"/v1/payment_methods?card[number]={PAN}", body, ctype=FORM, key=key)
+    assert_error(r, 400, "card_data_in_url")
+    assert PAN not in r.text
+    assert counts(gateway) == before
 
 
 def test_card_number_in_an_id_is_not_echoed(client: httpx.Client, key: str) -> None:

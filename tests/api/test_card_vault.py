@@ -228,6 +228,23 @@ def test_encrypted_card_pays(api: Api, merchant: Merchant) -> None:
     )
     assert r2.status_code == 400
     assert r2.json()["error"]["code"] == "encrypted_card_invalid"
+    # A payload works once, and only for the merchant it was sealed for.
+    again = api.client.post(
+        "/v1/payment_methods",
+        data={"type": "card", **fields},
+        headers={"Authorization": f"Bearer {merchant.publishable_key}"},
+    )
+    assert again.status_code == 400
+    assert again.json()["error"]["code"] == "encrypted_card_reused"
+    other = make_merchant(merchant.gw, "Thief")
+    fresh = encrypt_card(key, number=VISA, exp_month=12, exp_year=2034, cvc="123")
+    stolen = api.client.post(
+        "/v1/payment_methods",
+        data={"type": "card", **fresh},
+        headers={"Authorization": f"Bearer {other.publishable_key}"},
+    )
+    assert stolen.status_code == 400
+    assert stolen.json()["error"]["code"] == "encrypted_card_invalid"
 
 
 def test_raw_card_fields_elsewhere_are_still_refused(api: Api) -> None:

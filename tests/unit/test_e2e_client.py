@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 import httpx
@@ -50,9 +51,12 @@ def key(keypair: tuple[bytes, bytes]) -> EncryptionKey:
 
 
 def open_payload(private: bytes, key_id: str, payload: str) -> dict[str, Any]:
+    """The sealed card, minus its ``iat`` (checked to be the current time)."""
     opened: dict[str, Any] = json.loads(
         open_from(private, unb64url(payload), info=info_for(key_id))
     )
+    iat = opened.pop("iat")
+    assert isinstance(iat, int) and abs(iat - time.time()) < 60
     return opened
 
 
@@ -88,7 +92,12 @@ def test_cvc_is_optional(keypair: tuple[bytes, bytes], key: EncryptionKey) -> No
 def test_payload_layout_is_enc_then_ciphertext_and_tag(key: EncryptionKey) -> None:
     fields = encrypt_card(key, number=PAN, exp_month=12, exp_year=2030, cvc="123")
     raw = unb64url(fields["card[encrypted][payload]"])
-    plaintext_len = len(b'{"number":"4242424242424242","exp_month":12,"exp_year":2030,"cvc":"123"}')
+    sealed_at = int(time.time())
+    plaintext_len = len(
+        b'{"number":"4242424242424242","exp_month":12,"exp_year":2030,"cvc":"123","iat":'
+        + str(sealed_at).encode()
+        + b"}"
+    )
     assert len(raw) == 32 + plaintext_len + 16
 
 
@@ -280,3 +289,10 @@ def test_browser_helper_ships_as_package_data() -> None:
     source = paywarden.clients.browser_helper_source()
     assert "PaywardenE2E" in source
     assert "paywarden card v1 " in source
+
+
+def test_the_payload_names_the_account_it_was_sealed_for(keypair: tuple[bytes, bytes]) -> None:
+    key = EncryptionKey(id="ek_test_1", public_key=keypair[1], expires_at=None, account="acct_9")
+    fields = encrypt_card(key, number=PAN, exp_month=12, exp_year=2030)
+    opened = open_payload(keypair[0], key.id, fields["card[encrypted][payload]"])
+    assert opened["account"] == "acct_9"

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from paywarden.core.clock import FrozenClock
 from paywarden.core.secrets import Secret
@@ -20,7 +20,13 @@ from paywarden.vault.cards import CardValidationError
 from paywarden.vault.crypto import aead, hpke
 from paywarden.vault.crypto.aead import DecryptionError
 from paywarden.vault.kms import KeyManager, LocalKeyring, TransitKms, WrappedKey
-from paywarden.vault.models import VaultAccessLog, VaultCard, VaultCvc
+from paywarden.vault.models import (
+    VaultAccessLog,
+    VaultCard,
+    VaultCvc,
+    VaultHpkeKey,
+    VaultHpkeSeen,
+)
 from paywarden.vault.server import vault_database
 from paywarden.vault.service import NotFound, VaultError, VaultPolicy, VaultService
 from tests.conftest import pg_schema
@@ -159,13 +165,8 @@ def test_shredded_card_can_never_be_opened_again(svc: VaultService) -> None:
 def test_hpke_rotation_overlap(svc: VaultService, clock: FrozenClock) -> None:
     svc.ensure_hpke_key()
     old = svc.encryption_keys()[0]
-    payload = json.dumps({"number": VISA, "exp_month": 1, "exp_year": 2030, "cvc": "999"})
-    sealed = hpke.seal_to(
-        base64.urlsafe_b64decode(old["public_key"] + "=="),
-        payload.encode(),
-        info=hpke.info_for(old["id"]),
-    )
-    blob = base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+    blob = seal(old, iat=int(clock.now()))
+    blob2 = seal(old, iat=int(clock.now()))
     new_id = svc.rotate_hpke(actor="operator")
     assert [k["id"] for k in svc.encryption_keys()] == [new_id]
     # Still accepted during the overlap...
@@ -173,11 +174,84 @@ def test_hpke_rotation_overlap(svc: VaultService, clock: FrozenClock) -> None:
         account_id="acct_1", key_id=old["id"], payload=blob, actor="gateway"
     )
     assert meta.last4 == "4242"
-    # ...and refused after it.
+    # ...and refused after it, for good once the sweep destroys the key.
     clock.advance(3601)
     with pytest.raises(VaultError) as exc:
-        svc.tokenize_encrypted(account_id="acct_1", key_id=old["id"], payload=blob, actor="gateway")
+        svc.tokenize_encrypted(
+            account_id="acct_1", key_id=old["id"], payload=blob2, actor="gateway"
+        )
     assert exc.value.code == "encrypted_card_invalid"
+    assert svc.sweep()["hpke_keys_destroyed"] == 1
+    with svc.db.read() as s:
+        row = s.scalar(select(VaultHpkeKey).where(VaultHpkeKey.id == old["id"]))
+        assert row is not None and row.wrapped_private_key == b""
+
+
+def seal(
+    key: dict[str, str], *, iat: int, account: str | None = "acct_1", number: str = VISA
+) -> str:
+    card: dict[str, object] = {
+        "number": number,
+        "exp_month": 1,
+        "exp_year": 2030,
+        "cvc": "999",
+        "iat": iat,
+    }
+    if account is not None:
+        card["account"] = account
+    sealed = hpke.seal_to(
+        base64.urlsafe_b64decode(key["public_key"] + "=="),
+        json.dumps(card).encode(),
+        info=hpke.info_for(key["id"]),
+    )
+    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+
+
+def test_an_encrypted_card_is_bound_to_its_account_time_and_single_use(
+    svc: VaultService, clock: FrozenClock
+) -> None:
+    svc.ensure_hpke_key()
+    key = svc.encryption_keys()[0]
+    now = int(clock.now())
+
+    def attempt(payload: str, account: str = "acct_1") -> str:
+        try:
+            svc.tokenize_encrypted(
+                account_id=account, key_id=key["id"], payload=payload, actor="gateway"
+            )
+        except VaultError as exc:
+            return exc.code
+        return "ok"
+
+    good = seal(key, iat=now)
+    assert attempt(good, account="acct_2") == "encrypted_card_invalid"  # another merchant
+    assert attempt(good) == "ok"
+    assert attempt(good) == "encrypted_card_reused"  # once only
+    assert attempt(seal(key, iat=now, account=None)) == "encrypted_card_invalid"
+    assert attempt(seal(key, iat=now - 3601)) == "encrypted_card_invalid"  # too old
+    assert attempt(seal(key, iat=now + 301)) == "encrypted_card_invalid"  # from the future
+    assert attempt(seal(key, iat=now - 60)) == "ok"
+    # The replay memory is swept once the payloads could no longer be accepted.
+    clock.advance(3601)
+    svc.sweep()
+    with svc.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(VaultHpkeSeen)) == 0
+
+
+def test_short_numbers_do_not_give_the_gateway_their_bin(svc: VaultService) -> None:
+    assert tokenize(svc, number="4222222222222").bin is None  # 13 digits
+    assert tokenize(svc, number=VISA).bin == "424242"
+
+
+def test_acquirer_answers_are_scrubbed_of_the_card_number() -> None:
+    from paywarden.vault.service import _scrub
+
+    answer = {"id": "auth_1", "echo": {"card": "4242 4242 4242 4242", "raw": VISA}, "n": 1}
+    out = _scrub(answer, VISA)
+    assert VISA not in json.dumps(out)
+    assert "4242 4242 4242 4242" not in json.dumps(out)
+    assert out["echo"]["raw"] == "424242******4242"
+    assert _scrub({"ok": True}, VISA) == {"ok": True}
 
 
 def test_hpke_key_rotates_after_its_cryptoperiod(svc: VaultService, clock: FrozenClock) -> None:

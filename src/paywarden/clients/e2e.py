@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,9 @@ class EncryptionKey:
     id: str
     public_key: bytes
     expires_at: int | None
+    # The merchant account the key was fetched for: sealed into every payload,
+    # so a payload made for one merchant cannot be replayed by another.
+    account: str | None = None
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -156,6 +160,11 @@ def _seal_card(
     card: dict[str, str | int] = {"number": number, "exp_month": exp_month, "exp_year": exp_year}
     if cvc:
         card["cvc"] = cvc
+    # Bound to the merchant and to the moment: the vault refuses a payload for
+    # another account, an old one, or one it has already opened.
+    if key.account:
+        card["account"] = key.account
+    card["iat"] = int(time.time())
     plaintext = json.dumps(card, separators=(",", ":")).encode("utf-8")
     sealed = hpke.seal_to(key.public_key, plaintext, info=hpke.info_for(key.id))
     return key.id, _b64url(sealed)
@@ -204,4 +213,10 @@ def _parse_key_list(body: Any) -> EncryptionKey:
         raise EncryptionKeyError("the gateway's encryption key is malformed") from None
     if len(raw) != PUBLIC_KEY_BYTES:
         raise EncryptionKeyError("the gateway's encryption key is malformed")
-    return EncryptionKey(id=key_id, public_key=raw, expires_at=expires_at)
+    account = entry.get("account")
+    return EncryptionKey(
+        id=key_id,
+        public_key=raw,
+        expires_at=expires_at,
+        account=account if isinstance(account, str) and account else None,
+    )

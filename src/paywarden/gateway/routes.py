@@ -266,8 +266,14 @@ def _vault_errors(exc: VaultFailure) -> StripeError:
             "The card vault is unavailable; nothing was stored. Try again shortly.",
             code="vault_unavailable",
         )
-    if exc.code == "encrypted_card_invalid":
+    if exc.code in ("encrypted_card_invalid", "encrypted_card_reused"):
         return InvalidRequestError(str(exc), code=exc.code, param="card[encrypted]")
+    if exc.status >= 500:
+        # Never stored for idempotent replay: a retry works once the vault is back.
+        return ServiceUnavailableError(
+            "The card vault could not process the request; nothing was stored. Try again.",
+            code="vault_unavailable",
+        )
     if exc.code == "resource_missing":
         return InvalidRequestError(
             "The card is no longer available in the vault.", code="card_unavailable"
@@ -304,9 +310,11 @@ def encryption_keys(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any
         keys = _vault(gw).encryption_keys()
     except VaultFailure as exc:
         raise _vault_errors(exc) from None
+    # The caller's account goes into every payload sealed to these keys, so the
+    # vault can refuse a payload made for another merchant.
     return {
         "object": "list",
-        "data": keys,
+        "data": [{**k, "account": call.account_id} for k in keys],
         "has_more": False,
         "url": "/v1/paywarden/encryption_keys",
     }

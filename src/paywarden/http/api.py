@@ -37,7 +37,7 @@ from paywarden.core.errors import (
     StripeError,
 )
 from paywarden.core.ids import new_id
-from paywarden.http.cardguard import card_fingerprint, take_card_data
+from paywarden.http.cardguard import card_fingerprint, refuse_card_data_in_url, take_card_data
 from paywarden.http.forms import build_nested, decode_form, decode_json
 from paywarden.http.params import Param, validate
 from paywarden.idempotency.service import IdempotencyStore, Reservation, fingerprint
@@ -150,6 +150,7 @@ async def read_params(request: Request, limit: int) -> dict[str, Any]:
         if len(query) > limit:
             raise _TooLarge
         params = decode_form(query)
+        refuse_card_data_in_url(params)
     if request.method in ("POST", "PUT", "PATCH"):
         body = await _read_body(request, limit)
         if body.strip():
@@ -262,7 +263,7 @@ def _process(
 ) -> tuple[int, str, dict[str, str]]:
     auth = _authenticate(gw, raw_key, source, rid)
     _authorize(gw, ep, auth, source, rid)
-    card = take_card_data(params, vault_enabled=ep.card_intake and gw.vault is not None)
+    card = take_card_data(params, intake=ep.card_intake, vault_enabled=gw.vault is not None)
     for name, value in path_params.items():
         if not _PATH_ID_RE.fullmatch(value):
             raise InvalidRequestError(

@@ -32,13 +32,43 @@ _CARD_FIELDS = frozenset({"number", "cvc"})
 _INTAKE_FIELDS = ("number", "exp_month", "exp_year", "cvc", "encrypted")
 
 
-def refuse_raw_card_data(params: dict[str, Any]) -> None:
+WRONG_PLACE_MESSAGE = (
+    "Card numbers are accepted only by POST /v1/payment_methods and POST /v1/tokens "
+    "(or encrypted, as card[encrypted]); create a payment method first and pass its id."
+)
+URL_MESSAGE = (
+    "Card data must never be sent in the URL, where it ends up in logs: send it in the "
+    "request body."
+)
+
+
+def _has_card_field(params: dict[str, Any]) -> bool:
+    stack: list[tuple[str, Any]] = list(params.items())
+    while stack:
+        key, value = stack.pop()
+        if key in _CARD_FIELDS or key == "encrypted":
+            return True
+        if isinstance(value, dict):
+            stack.extend(value.items())
+        elif isinstance(value, list):
+            stack.extend((key, v) for v in value)
+    return False
+
+
+def refuse_card_data_in_url(query: dict[str, Any]) -> None:
+    if _has_card_field(query):
+        raise InvalidRequestError(URL_MESSAGE, code="card_data_in_url", param="card[number]")
+
+
+def refuse_raw_card_data(params: dict[str, Any], *, vault_enabled: bool = False) -> None:
     stack: list[tuple[str, Any]] = list(params.items())
     while stack:
         key, value = stack.pop()
         if key in _CARD_FIELDS:
             raise InvalidRequestError(
-                RAW_CARD_MESSAGE, code="raw_card_data_not_enabled", param="card[number]"
+                WRONG_PLACE_MESSAGE if vault_enabled else RAW_CARD_MESSAGE,
+                code="raw_card_data_not_enabled",
+                param="card[number]",
             )
         if isinstance(value, dict):
             stack.extend(value.items())
@@ -57,11 +87,12 @@ def _plain(value: Any, param: str) -> str:
     return text
 
 
-def take_card_data(params: dict[str, Any], *, vault_enabled: bool) -> CardData | None:
-    """Remove card data from ``params`` (in place) and return it masked."""
+def take_card_data(params: dict[str, Any], *, intake: bool, vault_enabled: bool) -> CardData | None:
+    """On an intake endpoint, remove card data from ``params`` (in place) and
+    return it masked; elsewhere, refuse it."""
     card = params.get("card")
-    if not isinstance(card, dict) or not any(f in card for f in _INTAKE_FIELDS):
-        refuse_raw_card_data(params)
+    if not intake or not isinstance(card, dict) or not any(f in card for f in _INTAKE_FIELDS):
+        refuse_raw_card_data(params, vault_enabled=vault_enabled)
         return None
     if not vault_enabled:
         raise InvalidRequestError(
@@ -71,7 +102,7 @@ def take_card_data(params: dict[str, Any], *, vault_enabled: bool) -> CardData |
     if not card:
         params.pop("card")
     # Anything left that looks like card data elsewhere is still refused.
-    refuse_raw_card_data(params)
+    refuse_raw_card_data(params, vault_enabled=True)
     encrypted = fields.pop("encrypted", None)
     if encrypted is not None:
         if fields:
@@ -111,12 +142,18 @@ def take_card_data(params: dict[str, Any], *, vault_enabled: bool) -> CardData |
 
 
 def card_fingerprint(card: CardData, key: Secret) -> str:
-    """What stands for the card in an idempotency request fingerprint: a keyed
-    hash, so the same key with another card is detected without keeping the
-    card number, even hashed, in a form anyone could brute-force."""
+    """What stands for the card in an idempotency request fingerprint.
+
+    Built only from what the gateway may keep anyway (BIN, last four, length,
+    expiry), never from the full number or the CVC: a hash over the whole
+    number would be brute-forced from the stored BIN and last four in seconds
+    by anyone holding the gateway's database and secrets. Two different cards
+    that agree on all of these under one idempotency key are not told apart.
+    """
     if isinstance(card, EncryptedCard):
         material = f"enc|{card.key_id}|{card.payload}"
     else:
-        cvc = card.cvc.reveal() if card.cvc is not None else ""
-        material = f"raw|{card.number.reveal()}|{card.exp_month}|{card.exp_year}|{cvc}"
+        digits = "".join(ch for ch in card.number.reveal() if ch.isdigit())
+        shown = digits[-4:] if len(digits) < 15 else f"{digits[:6]}..{digits[-4:]}"
+        material = f"raw|{shown}|{len(digits)}|{card.exp_month}|{card.exp_year}"
     return hmac.new(key.reveal().encode(), material.encode(), hashlib.sha256).hexdigest()

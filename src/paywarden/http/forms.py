@@ -53,13 +53,22 @@ def build_nested(pairs: list[tuple[str, str]]) -> dict[str, Any]:
             raise _malformed("A parameter name is too long.")
         m = _KEY_RE.fullmatch(raw_key)
         if not m:
-            raise _malformed(f"Invalid parameter name: {raw_key[:60]!r}.")
+            raise _malformed(f"Invalid parameter name: {_echo(raw_key)!r}.")
         parts = [m.group(1), *_PART_RE.findall(m.group(2))]
         if len(parts) > MAX_DEPTH:
-            raise _malformed(f"Parameter {m.group(1)!r} is nested too deeply.")
+            raise _malformed(f"Parameter {_echo(m.group(1))!r} is nested too deeply.")
         _insert(root, parts, value, raw_key)
     out: dict[str, Any] = _densify(root, "")
     return out
+
+
+def _echo(raw_key: str) -> str:
+    """A parameter name fit to quote back: a malformed name may carry a card
+    number (``card[number]4242…`` without ``=``), so one holding a run of digits
+    is shown only up to its first bracket."""
+    if sum(ch.isdigit() for ch in raw_key) >= 6:
+        return raw_key.split("[", 1)[0][:40] + "[…]"
+    return raw_key[:60]
 
 
 class _Appendable(dict[str, Any]):
@@ -72,11 +81,11 @@ def _insert(node: dict[str, Any], parts: list[str], value: str, raw_key: str) ->
         part = raw_part
         if part == "":
             if not isinstance(node, _Appendable):
-                raise _malformed(f"Invalid array parameter: {raw_key[:60]!r}.")
+                raise _malformed(f"Invalid array parameter: {_echo(raw_key)!r}.")
             part = f"#{len(node)}"
         if last:
             if part in node:
-                raise _malformed(f"Parameter {raw_key[:60]!r} was given more than once.")
+                raise _malformed(f"Parameter {_echo(raw_key)!r} was given more than once.")
             node[part] = value
             return
         nxt = parts[i + 1]
@@ -86,7 +95,7 @@ def _insert(node: dict[str, Any], parts: list[str], value: str, raw_key: str) ->
             child = _Appendable() if want_list else {}
             node[part] = child
         elif not isinstance(child, dict) or isinstance(child, _Appendable) != want_list:
-            raise _malformed(f"Parameter {raw_key[:60]!r} mixes incompatible types.")
+            raise _malformed(f"Parameter {_echo(raw_key)!r} mixes incompatible types.")
         node = child
 
 
@@ -95,10 +104,10 @@ def _densify(node: Any, path: str) -> Any:
         if all(k.startswith("#") for k in node):
             return [_densify(v, path) for v in node.values()]
         if not all(_is_index(k) for k in node):
-            raise _malformed(f"Parameter {path!r} mixes array styles.")
+            raise _malformed(f"Parameter {_echo(path)!r} mixes array styles.")
         idx = sorted(int(k) for k in node)
         if idx != list(range(len(idx))):
-            raise _malformed(f"Array parameter {path!r} must be indexed 0..n-1.")
+            raise _malformed(f"Array parameter {_echo(path)!r} must be indexed 0..n-1.")
         return [_densify(node[str(i)], f"{path}[{i}]") for i in idx]
     if isinstance(node, dict):
         return {k: _densify(v, f"{path}[{k}]" if path else k) for k, v in node.items()}

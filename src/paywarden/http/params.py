@@ -15,6 +15,7 @@ from typing import Any
 
 from paywarden.core.errors import ParameterError
 from paywarden.core.money import MAX_AMOUNT, CurrencyError, normalize_currency
+from paywarden.vault.cards import luhn_valid
 
 _INT_RE = re.compile(r"^-?[0-9]{1,19}$")
 # No whitespace and no control characters (PostgreSQL text cannot hold NUL).
@@ -40,8 +41,27 @@ class Param:
     check: Callable[[Any, str], Any] | None = None
 
 
+# A run of 12+ digits, possibly with spaces or dashes: it could be a card number.
+_PAN_LIKE = re.compile(r"\d(?:[ -]?\d){11,}")
+
+
+def _redact(text: str, *, luhn_only: bool) -> str:
+    def sub(m: re.Match[str]) -> str:
+        digits = re.sub(r"[ -]", "", m.group(0))
+        if luhn_only and not (len(digits) <= 19 and luhn_valid(digits)):
+            return m.group(0)
+        return "[redacted]"
+
+    return _PAN_LIKE.sub(sub, text)
+
+
 def _bad(param: str, message: str, code: str = "parameter_invalid_string") -> ParameterError:
-    return ParameterError(message, param=param, code=code)
+    # Names and values are echoed for clarity, but never a card number (a
+    # merchant may put one in the wrong field): in messages, any run of digits
+    # that is a valid card number; in the param name, any long run of digits.
+    return ParameterError(
+        _redact(message, luhn_only=True), param=_redact(param, luhn_only=False), code=code
+    )
 
 
 def validate(

@@ -45,7 +45,7 @@ class VaultCardError(VaultFailure):
 class CardMetadata:
     token: str
     brand: str
-    bin: str
+    bin: str | None  # None for numbers shorter than 15 digits
     last4: str
     exp_month: int
     exp_year: int
@@ -163,7 +163,7 @@ class VaultClient:
         return CardMetadata(
             token=str(data["token"]),
             brand=str(data["brand"]),
-            bin=str(data["bin"]),
+            bin=data["bin"] if isinstance(data.get("bin"), str) else None,
             last4=str(data["last4"]),
             exp_month=int(data["exp_month"]),
             exp_year=int(data["exp_year"]),

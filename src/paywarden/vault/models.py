@@ -30,7 +30,7 @@ class VaultCard(VaultBase):
     last_used: Mapped[int | None]
     # Display data (PCI DSS 3.4.1 allows BIN and last four to be shown).
     brand: Mapped[str] = mapped_column(String(32))
-    bin: Mapped[str] = mapped_column(String(8))
+    bin: Mapped[str] = mapped_column(String(8))  # first six digits (kept inside the vault)
     last4: Mapped[str] = mapped_column(String(4))
     exp_month: Mapped[int] = mapped_column(Integer)
     exp_year: Mapped[int] = mapped_column(Integer)
@@ -76,6 +76,15 @@ class VaultHpkeKey(VaultBase):
     public_key: Mapped[bytes]
     kek_version: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_private_key: Mapped[bytes]
+
+
+class VaultHpkeSeen(VaultBase):
+    """Digests of HPKE payloads already opened, kept while they could still be
+    accepted: an encrypted card works once."""
+
+    __tablename__ = "vault_hpke_seen"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(index=True)
 
 
 class VaultAccessLog(VaultBase):

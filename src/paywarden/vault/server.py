@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-
 from paywarden.config import Settings, ensure_home
 from paywarden.core.clock import Clock, SystemClock
 from paywarden.core.secrets import Secret
@@ -31,20 +29,13 @@ DAY = 86400
 
 
 def vault_database(url: str) -> Database:
-    """The vault's own database. On SQLite, deleted pages are overwritten
-    (``secure_delete``) so a shredded key or a used CVC leaves no remnant."""
-    db = Database(url)
-    if db.is_sqlite:
-        for engine in {db.read_engine, db.write_engine}:
-
-            @event.listens_for(engine, "connect")
-            def _secure_delete(dbapi_conn: object, _rec: object) -> None:
-                cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
-                cur.execute("PRAGMA secure_delete=ON")
-                cur.close()
-
+    """The vault's own database. On SQLite it runs with a rollback journal (not
+    WAL, whose file keeps old page images) and ``secure_delete``, so a shredded
+    data key or a used CVC is overwritten in the database file. On PostgreSQL,
+    dead tuples and WAL archives may keep old rows until vacuumed and expired:
+    KEK rotation and retirement (``vault retire``) make such remnants useless."""
     upgrade(url)
-    return db
+    return Database(url, sqlite_journal_mode="DELETE", sqlite_secure_delete=True)
 
 
 def build_kms(settings: Settings) -> KeyManager:

@@ -10,8 +10,11 @@ does not happen. Card numbers exist in clear only inside these functions, in
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from paywarden.core.clock import Clock
@@ -36,6 +39,7 @@ from paywarden.vault.models import (
     VaultCard,
     VaultCvc,
     VaultHpkeKey,
+    VaultHpkeSeen,
     VaultTenantKey,
 )
 
@@ -72,6 +76,10 @@ class VaultPolicy:
     retention_after_expiry_seconds: int = 90 * 86400
     forward_timeout_seconds: float = 5.0
     forward_connect_timeout_seconds: float = 1.0
+    # An encrypted card must have been sealed within this window (clock skew
+    # allowed for); it is accepted once.
+    hpke_payload_max_age_seconds: int = 3600
+    hpke_clock_skew_seconds: int = 300
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,7 @@ class CardMetadata:
 
     token: str
     brand: str
-    bin: str
+    bin: str | None  # None below 15 digits (PCI DSS 3.4.1 masking)
     last4: str
     exp_month: int
     exp_year: int
@@ -119,6 +127,26 @@ def _tenant_context(account_id: str) -> bytes:
 
 def _hpke_context(key_id: str) -> bytes:
     return f"hpke|{key_id}".encode()
+
+
+def _scrub(answer: dict[str, Any], number: str) -> dict[str, Any]:
+    """The acquirer's answer as relayed to the gateway, with the card number
+    masked wherever an acquirer might have echoed it (with or without spaces
+    or dashes between the digits)."""
+    if not number:
+        return answer
+    text = json.dumps(answer)
+    pattern = "[ -]?".join(re.escape(d) for d in number)
+    if not re.search(pattern, text):
+        return answer
+    shown = (
+        number[:6] + "*" * (len(number) - 10) + number[-4:]
+        if len(number) >= 15
+        else "*" * (len(number) - 4) + number[-4:]
+    )
+    masked = re.sub(pattern, shown, text)
+    scrubbed: dict[str, Any] = json.loads(masked)
+    return scrubbed
 
 
 def _wrapped(version: int | None, blob: bytes | None) -> WrappedKey:
@@ -267,16 +295,46 @@ class VaultService:
         actor: str,
         request_id: str | None = None,
     ) -> CardMetadata:
-        data = self._open_hpke(key_id, payload)
-        card = self._parse(
-            number=data.get("number"),
-            exp_month=data.get("exp_month"),
-            exp_year=data.get("exp_year"),
-            cvc=data.get("cvc"),
-        )
+        data, digest = self._open_hpke(key_id, payload)
+        try:
+            self._check_binding(data, account_id)
+            card = self._parse(
+                number=data.get("number"),
+                exp_month=data.get("exp_month"),
+                exp_year=data.get("exp_year"),
+                cvc=data.get("cvc"),
+            )
+        finally:
+            data.clear()
         return self._store(
-            card, account_id=account_id, actor=actor, request_id=request_id, via="hpke"
+            card,
+            account_id=account_id,
+            actor=actor,
+            request_id=request_id,
+            via="hpke",
+            seen=(digest, self._now() + self.policy.hpke_payload_max_age_seconds),
         )
+
+    def _check_binding(self, data: dict[str, Any], account_id: str) -> None:
+        """The payload names the merchant it was sealed for and when."""
+        stale = VaultError(
+            "The encrypted card was made for another account or has expired: encrypt it "
+            "again with a freshly fetched key.",
+            code="encrypted_card_invalid",
+        )
+        account, iat = data.get("account"), data.get("iat")
+        if not isinstance(account, str) or not hmac.compare_digest(
+            account.encode(), account_id.encode()
+        ):
+            raise stale
+        now = self._now()
+        if (
+            not isinstance(iat, int)
+            or isinstance(iat, bool)
+            or iat > now + self.policy.hpke_clock_skew_seconds
+            or iat < now - self.policy.hpke_payload_max_age_seconds
+        ):
+            raise stale
 
     def _parse(self, *, number: Any, exp_month: Any, exp_year: Any, cvc: Any) -> CardInput:
         if not isinstance(number, str) or not number:
@@ -303,6 +361,7 @@ class VaultService:
         actor: str,
         request_id: str | None,
         via: str = "mtls",
+        seen: tuple[str, int] | None = None,
     ) -> CardMetadata:
         info = self.bins.lookup(card.number)
         brand = detect_brand(card.number)
@@ -321,6 +380,14 @@ class VaultService:
         ciphertext = aead.seal(data_key, payload, aad=ctx)
         now = self._now()
         with self.db.write() as s:
+            if seen is not None:
+                # One use per encrypted payload, in the same transaction as the record.
+                if s.get(VaultHpkeSeen, seen[0]) is not None:
+                    raise VaultError(
+                        "This encrypted card was already used: encrypt it again.",
+                        code="encrypted_card_reused",
+                    )
+                s.add(VaultHpkeSeen(digest=seen[0], expires_at=seen[1]))
             s.add(
                 VaultCard(
                     token=token,
@@ -361,7 +428,7 @@ class VaultService:
         return CardMetadata(
             token=token,
             brand=brand,
-            bin=card.number.bin,
+            bin=card.number.bin if card.number.length >= 15 else None,
             last4=card.number.last4,
             exp_month=card.exp_month,
             exp_year=card.exp_year,
@@ -452,7 +519,7 @@ class VaultService:
             self._log(s, actor=actor, action="hpke_rotate", reason=reason, detail=key_id)
         return key_id
 
-    def _open_hpke(self, key_id: str, payload: str) -> dict[str, Any]:
+    def _open_hpke(self, key_id: str, payload: str) -> tuple[dict[str, Any], str]:
         bad = VaultError(
             "The encrypted card could not be decrypted: fetch the current encryption key "
             "and encrypt again.",
@@ -480,7 +547,7 @@ class VaultService:
             raise bad from None
         if not isinstance(data, dict):
             raise bad
-        return data
+        return data, hashlib.sha256(raw).hexdigest()
 
     # ------------------------------------------------------------- forwarding
 
@@ -525,6 +592,7 @@ class VaultService:
                 else None
             )
         data_key, clear = self._open_card(row)
+        clear_number = str(clear["number"])
         card: dict[str, Any] = {
             "pan": clear["number"],
             "exp_month": clear["exp_month"],
@@ -563,6 +631,7 @@ class VaultService:
             answer = {}
         if not isinstance(answer, dict):
             answer = {}
+        answer = _scrub(answer, clear_number)
         # The acquirer has processed an authorization: the CVC is never kept
         # after that (PCI DSS 3.3.1), whatever the result.
         self._forward_logged(
@@ -698,6 +767,20 @@ class VaultService:
             expired_cvcs = s.scalars(select(VaultCvc).where(VaultCvc.expires_at <= now)).all()
             for c in expired_cvcs:
                 s.delete(c)
+            s.execute(delete(VaultHpkeSeen).where(VaultHpkeSeen.expires_at <= now))
+            # HPKE private keys past their overlap are destroyed: payloads
+            # captured earlier can never be opened again.
+            retired = s.scalars(
+                select(VaultHpkeKey).where(
+                    VaultHpkeKey.accept_until.is_not(None),
+                    VaultHpkeKey.accept_until <= now,
+                    VaultHpkeKey.wrapped_private_key != b"",
+                )
+            ).all()
+            for h in retired:
+                h.wrapped_private_key = b""
+                with self._caches.lock:
+                    self._caches.hpke_private.pop(h.id, None)
             stale = s.scalars(
                 select(VaultCard).where(
                     VaultCard.shredded_at.is_(None),
@@ -714,7 +797,11 @@ class VaultService:
                     account_id=row.account_id,
                     reason="retention",
                 )
-        return {"cvcs_dropped": len(expired_cvcs), "cards_shredded": len(stale)}
+        return {
+            "cvcs_dropped": len(expired_cvcs),
+            "cards_shredded": len(stale),
+            "hpke_keys_destroyed": len(retired),
+        }
 
     # ---------------------------------------------------------------- KEKs
 

@@ -14,7 +14,7 @@
  *
  * API:
  *   PaywardenE2E.fetchEncryptionKey(gatewayUrl, publishableKey)
- *     -> Promise<{id, public_key: Uint8Array, expires_at: number|null}>
+ *     -> Promise<{id, public_key: Uint8Array, expires_at: number|null, account: string|null}>
  *   PaywardenE2E.encryptCard(key, {number, exp_month, exp_year, cvc?})
  *     -> Promise<{key_id, payload}>   (key.public_key: Uint8Array or base64url)
  *   PaywardenE2E.createPaymentMethod(gatewayUrl, publishableKey, card, extra?)
@@ -225,7 +225,7 @@
     return value;
   }
 
-  function cardPlaintext(card) {
+  function cardPlaintext(card, key) {
     if (!card || typeof card !== "object") {
       throw new TypeError("PaywardenE2E: card must be an object");
     }
@@ -243,6 +243,12 @@
       }
       body.cvc = card.cvc;
     }
+    // Bound to the merchant and to the moment: the vault refuses a payload for
+    // another account, an old one, or one it has already opened.
+    if (typeof key.account === "string" && key.account.length > 0) {
+      body.account = key.account;
+    }
+    body.iat = Math.floor(Date.now() / 1000);
     return textEncoder.encode(JSON.stringify(body));
   }
 
@@ -251,7 +257,7 @@
       throw new TypeError("PaywardenE2E: key.id is required");
     }
     var pkRm = toBytes(key.public_key, "key.public_key");
-    var pt = cardPlaintext(card);
+    var pt = cardPlaintext(card, key);
     try {
       var sealed = await seal(pkRm, ascii(INFO_PREFIX + key.id), pt);
       return { key_id: key.id, payload: b64urlEncode(sealed) };
@@ -328,6 +334,7 @@
       id: first.id,
       public_key: publicKey,
       expires_at: typeof first.expires_at === "number" ? first.expires_at : null,
+      account: typeof first.account === "string" ? first.account : null,
     };
   }
 

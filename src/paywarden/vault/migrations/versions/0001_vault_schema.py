@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 08:45:21.552389
+Create Date: 2026-11-24 08:58:49.898972
 """
 from alembic import op
 import sqlalchemy as sa
@@ -83,6 +83,14 @@ def upgrade() -> None:
     with op.batch_alter_table('vault_hpke_keys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_vault_hpke_keys_kek_version'), ['kek_version'], unique=False)
 
+    op.create_table('vault_hpke_seen',
+    sa.Column('digest', sa.String(length=64), nullable=False),
+    sa.Column('expires_at', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('digest', name=op.f('pk_vault_hpke_seen'))
+    )
+    with op.batch_alter_table('vault_hpke_seen', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_vault_hpke_seen_expires_at'), ['expires_at'], unique=False)
+
     op.create_table('vault_tenant_keys',
     sa.Column('account_id', sa.String(length=64), nullable=False),
     sa.Column('created', sa.BigInteger(), nullable=False),
@@ -102,6 +110,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_vault_tenant_keys_kek_version'))
 
     op.drop_table('vault_tenant_keys')
+    with op.batch_alter_table('vault_hpke_seen', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_vault_hpke_seen_expires_at'))
+
+    op.drop_table('vault_hpke_seen')
     with op.batch_alter_table('vault_hpke_keys', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_vault_hpke_keys_kek_version'))
 
