@@ -13,6 +13,7 @@ import pytest
 import stripe
 
 from tests.e2e.conftest import Stack
+from tests.e2e.test_stripe_sdk import Receiver, receiver  # noqa: F401 - a fixture
 
 # Stripe's test card numbers (https://docs.stripe.com/testing).
 VISA = "4242424242424242"
@@ -125,7 +126,46 @@ def _patterns(number: str) -> re.Pattern[bytes]:
     return re.compile(b"[ -]?".join(re.escape(d.encode()) for d in number))
 
 
-def test_zz_no_card_number_anywhere(stack: Stack, client: stripe.StripeClient) -> None:
+def test_zz_no_card_number_anywhere(
+    stack: Stack,
+    client: stripe.StripeClient,
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    # Every event goes to a webhook receiver: its bodies are scanned too.
+    hook = client.v1.webhook_endpoints.create(params={"url": receiver.url, "enabled_events": ["*"]})
+    responses: list[bytes] = []
+    with httpx.Client(base_url=stack.gateway_url, timeout=30) as raw:
+        auth = {"Authorization": f"Bearer {stack.secret_key}"}
+        for number in (VISA, MASTERCARD, INVALID):
+            r = raw.post(
+                "/v1/payment_methods",
+                data={
+                    "type": "card",
+                    "card[number]": number,
+                    "card[exp_month]": "12",
+                    "card[exp_year]": "2034",
+                    "card[cvc]": "123",
+                },
+                headers=auth,
+            )
+            responses.append(r.content)
+            if r.status_code == 200:
+                pi = raw.post(
+                    "/v1/payment_intents",
+                    data={
+                        "amount": "990",
+                        "currency": "usd",
+                        "confirm": "true",
+                        "payment_method": r.json()["id"],
+                    },
+                    headers=auth,
+                )
+                responses.append(pi.content)
+    receiver.wait_for(lambda d: d.event["type"] == "payment_intent.succeeded", 2)
+    client.v1.webhook_endpoints.delete(hook.id)
+    for body in [*responses, *(d.body for d in receiver.snapshot())]:
+        for number in USED_NUMBERS:
+            assert not _patterns(number).search(body), number[:6]
     # Exercise the error paths as well, so this test stands alone.
     spaced = f"{VISA[:4]} {VISA[4:8]} {VISA[8:12]} {VISA[12:]}"
     pm = client.v1.payment_methods.create(params={"type": "card", "card": _card(spaced)})
