@@ -384,3 +384,25 @@ def test_gateway_serves_the_browser_helper(api: Api) -> None:
     assert pre.status_code == 200
     assert pre.headers["access-control-allow-origin"] == "*"
     assert "access-control-allow-credentials" not in pre.headers
+
+
+def test_token_card_holder_fields_become_billing_details(api: Api) -> None:
+    holder = {
+        "name": "Jenny Rosen",
+        "address_line1": "1 Main St",
+        "address_zip": "94111",
+        "address_country": "US",
+    }
+    tok = api.post("/v1/tokens", {"card": {**card()["card"], **holder}})
+    assert tok.status_code == 200, tok.text
+    body = tok.json()["card"]
+    assert body["name"] == "Jenny Rosen" and body["address_zip"] == "94111"
+    assert body["address_zip_check"] == "unchecked"
+    pm = api.post("/v1/payment_methods", {"type": "card", "card": {"token": tok.json()["id"]}})
+    bd = pm.json()["billing_details"]
+    assert bd["name"] == "Jenny Rosen"
+    assert bd["address"]["line1"] == "1 Main St"
+    assert bd["address"]["postal_code"] == "94111"
+    bad = api.post("/v1/tokens", {"card": {**card()["card"], "nickname": "x"}})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "parameter_unknown"

@@ -78,6 +78,26 @@ PM_CREATE: dict[str, Param] = {
     "metadata": Param("metadata"),
     **EXPAND,
 }
+# Stripe's card token fields besides the card data itself (which the vault takes).
+TOKEN_CARD_FIELDS = (
+    "name",
+    "address_line1",
+    "address_line2",
+    "address_city",
+    "address_state",
+    "address_zip",
+    "address_country",
+)
+TOKEN_CREATE: dict[str, Param] = {
+    "card": Param(
+        "dict",
+        fields={
+            **{f: Param("str", max_length=200) for f in TOKEN_CARD_FIELDS},
+            "currency": Param("currency"),
+        },
+    ),
+    **EXPAND,
+}
 PM_UPDATE: dict[str, Param] = {
     "billing_details": BILLING,
     "card": Param(
@@ -347,6 +367,7 @@ def token_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
             country=meta.country,
             fingerprint=meta.fingerprint,
             card_ref=f"vault:{meta.token}",
+            holder={k: val for k, val in (v.get("card") or {}).items() if val is not None},
         )
         s.add(tok)
         s.flush()
@@ -1039,7 +1060,7 @@ def endpoints() -> list[Endpoint]:
             "POST",
             "/v1/tokens",
             token_create,
-            EXPAND,
+            TOKEN_CREATE,
             "tokens",
             w,
             publishable=True,

@@ -143,7 +143,7 @@ def from_card_token(
         country=tok.country,
         fingerprint=tok.fingerprint,
         card_ref=tok.card_ref,
-        billing_details=billing_details or {},
+        billing_details=billing_details or _billing_from_holder(tok.holder or {}),
         metadata_=metadata or {},
     )
     session.add(pm)
@@ -278,6 +278,35 @@ _LEGACY_BRANDS = {
 }
 
 
+_HOLDER_FIELDS = (
+    "name",
+    "address_line1",
+    "address_line2",
+    "address_city",
+    "address_state",
+    "address_zip",
+    "address_country",
+)
+
+
+def _billing_from_holder(holder: dict[str, Any]) -> dict[str, Any]:
+    """A card token's name and address, as a payment method's billing_details."""
+    address = {
+        "line1": holder.get("address_line1"),
+        "line2": holder.get("address_line2"),
+        "city": holder.get("address_city"),
+        "state": holder.get("address_state"),
+        "postal_code": holder.get("address_zip"),
+        "country": holder.get("address_country"),
+    }
+    out: dict[str, Any] = {}
+    if holder.get("name"):
+        out["name"] = holder["name"]
+    if any(address.values()):
+        out["address"] = {k: v for k, v in address.items() if v is not None}
+    return out
+
+
 def render_token(tok: CardToken) -> dict[str, Any]:
     """Stripe's Token object; its ``card`` uses the legacy Card shape."""
     return {
@@ -286,6 +315,14 @@ def render_token(tok: CardToken) -> dict[str, Any]:
         "card": {
             "id": "card_" + tok.id.removeprefix("tok_"),
             "object": "card",
+            **{f: tok.holder.get(f) for f in _HOLDER_FIELDS},
+            "address_line1_check": "unchecked" if tok.holder.get("address_line1") else None,
+            "address_zip_check": "unchecked" if tok.holder.get("address_zip") else None,
+            "cvc_check": None,
+            "currency": tok.holder.get("currency"),
+            "dynamic_last4": None,
+            "tokenization_method": None,
+            "wallet": None,
             "brand": _LEGACY_BRANDS.get(tok.brand, "Unknown"),
             "country": tok.country,
             "exp_month": tok.exp_month,

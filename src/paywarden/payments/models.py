@@ -46,6 +46,9 @@ class CardToken(ListableMixin, Base):
     country: Mapped[str | None] = mapped_column(String(2))
     fingerprint: Mapped[str] = mapped_column(String(32))
     card_ref: Mapped[str] = mapped_column(String(64))
+    # Cardholder name and address as given with the card (Stripe's card[name],
+    # card[address_*]); they become the payment method's billing_details.
+    holder: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class PaymentIntent(ListableMixin, Base):

@@ -1,8 +1,8 @@
-"""vault card data: payment method bin, card tokens
+"""vault card data
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-24 08:24:23.252973
+Create Date: 2026-11-24 09:08:50.595247
 """
 from alembic import op
 import sqlalchemy as sa
@@ -28,6 +28,7 @@ def upgrade() -> None:
     sa.Column('country', sa.String(length=2), nullable=True),
     sa.Column('fingerprint', sa.String(length=32), nullable=False),
     sa.Column('card_ref', sa.String(length=64), nullable=False),
+    sa.Column('holder', sa.JSON(), nullable=False),
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('id', sa.String(length=255), nullable=False),
     sa.Column('account_id', sa.String(length=255), nullable=False),
