@@ -284,3 +284,22 @@ def test_no_rendering_shows_more_than_bin_and_last_four(pan: str) -> None:
         for i, ch in enumerate(masked):
             visible = i >= len(pan) - 4 or (len(pan) >= 15 and i < 6)
             assert ch == (pan[i] if visible else "*")
+
+
+def test_secret_bytes_masks_key_material() -> None:
+    import json as _json
+    import pickle as _pickle
+
+    from paywarden.core.secrets import SecretBytes
+
+    raw = bytes(range(32))
+    k = SecretBytes(raw, "data key")
+    for text in (repr(k), str(k), f"{k}", _json.dumps({"k": k}, default=str)):
+        assert raw.hex() not in text and str(raw) not in text
+        assert "***" in text
+    assert k.reveal() == raw
+    assert k == SecretBytes(raw) and k != SecretBytes(bytes(32))
+    with pytest.raises(TypeError):
+        _pickle.dumps(k)
+    with pytest.raises(AttributeError):
+        k._value  # noqa: B018

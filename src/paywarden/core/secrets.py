@@ -212,3 +212,51 @@ class CardSecurityCode(_CardSecret):
     @property
     def length(self) -> int:
         return len(self._digits())
+
+
+class SecretBytes:
+    """Key material (a data key, a KEK, an HPKE private key): masked in
+    ``repr``/``str``/format, compared in constant time, never pickled. The bytes
+    come out only through :meth:`reveal`."""
+
+    __slots__ = ("_label", "_value")
+
+    def __init__(self, value: bytes, label: str = "key") -> None:
+        if not isinstance(value, bytes):
+            raise TypeError("SecretBytes holds bytes")
+        object.__setattr__(self, "_value", value)
+        object.__setattr__(self, "_label", label)
+
+    def reveal(self) -> bytes:
+        value: bytes = object.__getattribute__(self, "_value")
+        return value
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError("SecretBytes is immutable")
+
+    def __repr__(self) -> str:
+        return f"SecretBytes({object.__getattribute__(self, '_label')}=***)"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SecretBytes):
+            return NotImplemented
+        return hmac.compare_digest(self.reveal(), other.reveal())
+
+    def __hash__(self) -> int:
+        return hash(object.__getattribute__(self, "_label"))
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("SecretBytes values are not picklable")
+
+    def __len__(self) -> int:
+        return len(self.reveal())
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "_value":
+            raise AttributeError("use reveal()")
+        return object.__getattribute__(self, name)

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from paywarden.core.clock import Clock
 from paywarden.core.ids import new_id
-from paywarden.core.secrets import CardNumber
+from paywarden.core.secrets import CardNumber, SecretBytes
 from paywarden.db import Database
 from paywarden.vault.bins import BinTable
 from paywarden.vault.cards import CardInput, CardValidationError, detect_brand, parse_card
@@ -109,8 +109,8 @@ class ForwardResult:
 @dataclass
 class _Caches:
     lock: threading.Lock = field(default_factory=threading.Lock)
-    tenant_keys: dict[str, bytes] = field(default_factory=dict)
-    hpke_private: dict[str, bytes] = field(default_factory=dict)
+    tenant_keys: dict[str, SecretBytes] = field(default_factory=dict)
+    hpke_private: dict[str, SecretBytes] = field(default_factory=dict)
 
 
 def _card_context(token: str, account_id: str) -> bytes:
@@ -235,7 +235,7 @@ class VaultService:
         with self._caches.lock:
             cached = self._caches.tenant_keys.get(account_id)
         if cached is not None:
-            return cached
+            return cached.reveal()
         ctx = _tenant_context(account_id)
         with self.db.read() as s:
             row = s.get(VaultTenantKey, account_id)
@@ -263,7 +263,7 @@ class VaultService:
         else:
             key = self.kms.unwrap(WrappedKey(*stored), context=ctx)
         with self._caches.lock:
-            self._caches.tenant_keys[account_id] = key
+            self._caches.tenant_keys[account_id] = SecretBytes(key, "fingerprint key")
         return key
 
     def _fingerprint(self, account_id: str, number: CardNumber) -> str:
@@ -534,11 +534,13 @@ class VaultService:
                 raise bad
             version, blob = row.kek_version, row.wrapped_private_key
         with self._caches.lock:
-            private = self._caches.hpke_private.get(key_id)
-        if private is None:
+            cached = self._caches.hpke_private.get(key_id)
+        if cached is None:
             private = self.kms.unwrap(WrappedKey(version, blob), context=_hpke_context(key_id))
             with self._caches.lock:
-                self._caches.hpke_private[key_id] = private
+                self._caches.hpke_private[key_id] = SecretBytes(private, "hpke private key")
+        else:
+            private = cached.reveal()
         try:
             raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
             clear = hpke.open_from(private, raw, info=hpke.info_for(key_id))
