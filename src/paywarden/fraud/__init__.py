@@ -1,0 +1,1 @@
+"""Fraud engine: signals, velocity counters, rules, risk score and decisions before funds move."""
