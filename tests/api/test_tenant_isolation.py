@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy import func, select
 
 from paywarden.customers.models import Customer
-from paywarden.gateway import routes, webhook_routes
+from paywarden.gateway import fraud_routes, routes, webhook_routes
 from paywarden.gateway.container import Gateway
 from paywarden.http.api import Endpoint
 from paywarden.tenancy import service as tenancy
@@ -38,7 +38,11 @@ from paywarden.tenancy.models import ApiKey, SecurityEvent
 from paywarden.tenancy.scopes import RESOURCES
 from tests.conftest import Merchant, flatten, make_merchant
 
-ENDPOINTS: list[Endpoint] = [*routes.endpoints(), *webhook_routes.endpoints()]
+ENDPOINTS: list[Endpoint] = [
+    *routes.endpoints(),
+    *webhook_routes.endpoints(),
+    *fraud_routes.endpoints(),
+]
 EP_IDS = [f"{ep.method} {ep.path}" for ep in ENDPOINTS]
 HOOK_URL = "http://127.0.0.1:9/hook"
 MARKER = "tenantAprivate7c1e"  # in A's objects; must never reach anyone else
@@ -104,7 +108,10 @@ def _strings(node: Any) -> list[str]:
     return []
 
 
-_ID_PREFIXES = ("cus_", "pm_", "pi_", "ch_", "re_", "evt_", "we_", "whsec_", "acct_", "py_")
+_ID_PREFIXES = (
+    "cus_", "pm_", "pi_", "ch_", "re_", "evt_", "we_", "whsec_", "acct_", "py_",
+    "tok_", "rsl_", "rsli_", "rule_",
+)  # fmt: skip
 
 
 def _owned_tokens(bodies: list[Any]) -> set[str]:
@@ -134,6 +141,9 @@ class World:
     event: str
     webhook: str
     token: str  # a vaulted card's single-use token (tok_...)
+    value_list: str
+    value_list_item: str
+    rule: str
     secret_of: dict[str, str]  # payment intent id -> client_secret
     tokens: set[str] = field(default_factory=set)  # everything A owns that is secret-ish
 
@@ -147,6 +157,7 @@ class World:
             "events": self.event,
             "webhook_endpoints": self.webhook,
             "tokens": self.token,
+            "radar": self.value_list,
         }[resource]
 
 
@@ -167,6 +178,15 @@ def build_world(client: httpx.Client, a: Merchant) -> World:
     post(f"/v1/payment_methods/{pm['id']}/attach", {"customer": cus["id"]})
     pm_free = post("/v1/payment_methods", {"type": "card", "card": {"token": "tok_mastercard"}})
     tok = post("/v1/tokens", {"card": CARD})
+    vl = post(
+        "/v1/radar/value_lists",
+        {"alias": "a_list", "name": MARKER, "item_type": "string", "metadata": {"o": MARKER}},
+    )
+    vli = post("/v1/radar/value_list_items", {"value_list": vl["id"], "value": MARKER})
+    rule = post(
+        "/v1/paywarden/fraud/rules",
+        {"rule": f"Block if :email: = '{MARKER}'", "reason": MARKER},
+    )
     pi_s = post(
         "/v1/payment_intents",
         {
@@ -219,6 +239,9 @@ def build_world(client: httpx.Client, a: Merchant) -> World:
         event=events["data"][-1]["id"],
         webhook=we["id"],
         token=tok["id"],
+        value_list=vl["id"],
+        value_list_item=vli["id"],
+        rule=rule["id"],
         secret_of={p["id"]: p["client_secret"] for p in (pi_s, pi_cap, pi_open, pi_cancel)},
         tokens=tokens,
     )
@@ -285,6 +308,29 @@ HAPPY: dict[tuple[str, str], Happy] = {
     ("POST", "/v1/tokens"): lambda w: (None, {"card": CARD}),
     ("GET", "/v1/tokens/{id}"): lambda w: (w.token, {}),
     ("GET", "/v1/paywarden/encryption_keys"): lambda w: (None, {}),
+    ("POST", "/v1/radar/value_lists"): lambda w: (None, {"alias": "b_list", "name": "B"}),
+    ("GET", "/v1/radar/value_lists"): lambda w: (None, {}),
+    ("GET", "/v1/radar/value_lists/{id}"): lambda w: (w.value_list, {}),
+    ("POST", "/v1/radar/value_lists/{id}"): lambda w: (w.value_list, {"name": "changed"}),
+    ("DELETE", "/v1/radar/value_lists/{id}"): lambda w: (w.value_list, {}),
+    ("POST", "/v1/radar/value_list_items"): lambda w: (
+        None,
+        {"value_list": w.value_list, "value": "new-item"},
+    ),
+    ("GET", "/v1/radar/value_list_items"): lambda w: (None, {"value_list": w.value_list}),
+    ("GET", "/v1/radar/value_list_items/{id}"): lambda w: (w.value_list_item, {}),
+    ("DELETE", "/v1/radar/value_list_items/{id}"): lambda w: (w.value_list_item, {}),
+    ("POST", "/v1/paywarden/fraud/rules"): lambda w: (
+        None,
+        {"rule": "Review if :amount_in_usd: > 1000", "reason": "test"},
+    ),
+    ("GET", "/v1/paywarden/fraud/rules"): lambda w: (None, {}),
+    ("GET", "/v1/paywarden/fraud/rules/{id}"): lambda w: (w.rule, {}),
+    ("POST", "/v1/paywarden/fraud/rules/{id}"): lambda w: (
+        w.rule,
+        {"mode": "shadow", "reason": "test"},
+    ),
+    ("DELETE", "/v1/paywarden/fraud/rules/{id}"): lambda w: (w.rule, {}),
     ("POST", "/v1/webhook_endpoints"): lambda w: (
         None,
         {"url": HOOK_URL, "enabled_events": ["*"]},
@@ -327,6 +373,9 @@ def list_probes(path: str, w: World) -> list[dict[str, Any]]:
         ],
         "/v1/events": [{"starting_after": w.event}, {"type": "customer.created"}, {"type": "*"}],
         "/v1/webhook_endpoints": [{"starting_after": w.webhook}],
+        "/v1/radar/value_lists": [{"alias": "a_list"}, {"contains": MARKER.lower()}],
+        "/v1/radar/value_list_items": [{"value_list": w.value_list}],
+        "/v1/paywarden/fraud/rules": [{"starting_after": w.rule}],
     }.get(path, [])
 
 
@@ -345,7 +394,10 @@ def create_probes(path: str, w: World) -> list[dict[str, Any]]:
             {"charge": w.charge, "amount": 100},
         ],
         "/v1/payment_methods": [{"type": "card", "card": {"token": w.token}}],
+        "/v1/radar/value_list_items": [{"value_list": w.value_list, "value": "x"}],
     }
+    # (A rule naming A's list alias from another tenant is a 400 "unknown list":
+    # tests/api/test_fraud_admin.py checks it.)
     return probes.get(path, [])
 
 
@@ -355,6 +407,8 @@ PLAIN_CREATE: dict[str, dict[str, Any]] = {
     "/v1/payment_intents": {"amount": 1000, "currency": "usd"},
     "/v1/webhook_endpoints": {"url": HOOK_URL, "enabled_events": ["*"]},
     "/v1/tokens": {"card": CARD},
+    "/v1/radar/value_lists": {"alias": "intruder_list", "name": "I"},
+    "/v1/paywarden/fraud/rules": {"rule": "Review if :amount_in_usd: > 1", "reason": "x"},
 }
 
 
@@ -414,9 +468,12 @@ def test_foreign_key_sees_nothing_of_a(
     before = snapshot(client, merchant, world)
     path, params = happy_request(ep, world)
 
+    # A's own live key belongs to A's account: its id is not a leak to it.
+    own = merchant.account_id if intruder == "own_live_key" else ""
+
     def attempt(p: dict[str, Any]) -> httpx.Response:
         r = call(client, ep.method, path, p, key=key)
-        assert_no_leak(r, world, sent=path + json.dumps(p))
+        assert_no_leak(r, world, sent=path + json.dumps(p) + own)
         return r
 
     if "{id}" in ep.path:
@@ -434,7 +491,7 @@ def test_foreign_key_sees_nothing_of_a(
                 continue
             body = ok(r)
             if path in PUBLIC_LISTS:
-                assert_no_leak(r, world, sent=json.dumps(probe))
+                assert_no_leak(r, world, sent=json.dumps(probe) + own)
             elif body.get("object") == "list":
                 assert body["data"] == [], (probe, body)
             else:

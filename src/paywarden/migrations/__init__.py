@@ -25,6 +25,7 @@ def load_models() -> None:
     """Import every model module so ``Base.metadata`` is complete."""
     import paywarden.customers.models
     import paywarden.events.models
+    import paywarden.fraud.models
     import paywarden.idempotency.models
     import paywarden.payments.models
     import paywarden.tenancy.models

@@ -17,6 +17,7 @@ RESOURCES = (
     "events",
     "webhook_endpoints",
     "tokens",
+    "radar",
 )
 LEVELS = ("none", "read", "write")
 

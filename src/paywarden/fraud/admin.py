@@ -1,0 +1,332 @@
+"""Managing what the fraud engine decides with: Radar-style value lists
+(``/v1/radar/value_lists``, ``/v1/radar/value_list_items``, Stripe's shapes) and
+versioned rules (``/v1/paywarden/fraud/rules``). Every rule change is recorded
+with who made it, when, and why."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Collection
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from paywarden.core.errors import InvalidRequestError, ResourceMissingError
+from paywarden.core.ids import new_id
+from paywarden.fraud.models import FraudRule, FraudRuleChange, ValueList, ValueListItem
+
+# Stripe's value list item types.
+ITEM_TYPES = (
+    "card_bin",
+    "card_fingerprint",
+    "case_sensitive_string",
+    "country",
+    "customer_id",
+    "email",
+    "ip_address",
+    "string",
+)
+MAX_ITEMS_PER_LIST = 100_000
+MAX_RULES = 200
+
+
+# ------------------------------------------------------------------ value lists
+def normalize_item(item_type: str, value: str) -> str:
+    """A value as stored and matched: case-folded unless case-sensitive,
+    validated for the types that have a shape."""
+    v = value.strip()
+    if not v or len(v) > 800:
+        raise InvalidRequestError("Invalid value: must be 1 to 800 characters.", param="value")
+    if item_type == "case_sensitive_string":
+        return v
+    v = v.lower()
+    if item_type == "ip_address":
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            raise InvalidRequestError(
+                "Invalid value: not an IP address.", param="value", code="parameter_invalid"
+            ) from None
+    if item_type == "country":
+        if len(v) != 2 or not v.isalpha():
+            raise InvalidRequestError(
+                "Invalid value: a country is a two-letter ISO code.", param="value"
+            )
+        return v.upper()
+    if item_type == "card_bin" and (not v.isdigit() or not 6 <= len(v) <= 8):
+        raise InvalidRequestError("Invalid value: a BIN is 6 to 8 digits.", param="value")
+    if item_type == "email" and "@" not in v:
+        raise InvalidRequestError("Invalid value: not an email address.", param="value")
+    return v
+
+
+def create_list(
+    s: Session,
+    *,
+    account_id: str,
+    livemode: bool,
+    now: int,
+    actor: str,
+    alias: str,
+    name: str,
+    item_type: str,
+    metadata: dict[str, str],
+) -> ValueList:
+    if alias_taken(s, account_id=account_id, livemode=livemode, alias=alias):
+        raise InvalidRequestError(
+            f"A value list with the alias '{alias}' already exists.",
+            param="alias",
+            code="resource_already_exists",
+        )
+    vl = ValueList(
+        id=new_id("rsl", 24),
+        account_id=account_id,
+        livemode=livemode,
+        created=now,
+        alias=alias,
+        name=name,
+        item_type=item_type,
+        created_by=actor,
+        metadata_=metadata,
+    )
+    s.add(vl)
+    s.flush()
+    return vl
+
+
+def alias_taken(
+    s: Session, *, account_id: str, livemode: bool, alias: str, except_id: str | None = None
+) -> bool:
+    q = select(ValueList.id).where(
+        ValueList.account_id == account_id,
+        ValueList.livemode == livemode,
+        ValueList.alias == alias,
+    )
+    if except_id:
+        q = q.where(ValueList.id != except_id)
+    return s.scalar(q) is not None
+
+
+def get_list(
+    s: Session, *, account_id: str, livemode: bool, list_id: str, param: str = "id"
+) -> ValueList:
+    vl = s.scalar(
+        select(ValueList).where(
+            ValueList.id == list_id,
+            ValueList.account_id == account_id,
+            ValueList.livemode == livemode,
+        )
+    )
+    if vl is None:
+        raise ResourceMissingError("radar.value_list", list_id, param=param)
+    return vl
+
+
+def delete_list(s: Session, vl: ValueList) -> None:
+    s.execute(delete(ValueListItem).where(ValueListItem.value_list_id == vl.id))
+    s.delete(vl)
+
+
+def add_item(s: Session, *, vl: ValueList, value: str, now: int, actor: str) -> ValueListItem:
+    normalized = normalize_item(vl.item_type, value)
+    count = s.scalar(select(func.count()).where(ValueListItem.value_list_id == vl.id))
+    if (count or 0) >= MAX_ITEMS_PER_LIST:
+        raise InvalidRequestError(
+            f"A value list holds at most {MAX_ITEMS_PER_LIST} items.", param="value_list"
+        )
+    existing = s.scalar(
+        select(ValueListItem).where(
+            ValueListItem.value_list_id == vl.id, ValueListItem.value == normalized
+        )
+    )
+    if existing is not None:
+        raise InvalidRequestError(
+            "This value is already in the list.", param="value", code="resource_already_exists"
+        )
+    item = ValueListItem(
+        id=new_id("rsli", 24),
+        account_id=vl.account_id,
+        livemode=vl.livemode,
+        created=now,
+        value_list_id=vl.id,
+        value=normalized,
+        created_by=actor,
+    )
+    s.add(item)
+    s.flush()
+    return item
+
+
+def get_item(s: Session, *, account_id: str, livemode: bool, item_id: str) -> ValueListItem:
+    item = s.scalar(
+        select(ValueListItem).where(
+            ValueListItem.id == item_id,
+            ValueListItem.account_id == account_id,
+            ValueListItem.livemode == livemode,
+        )
+    )
+    if item is None:
+        raise ResourceMissingError("radar.value_list_item", item_id)
+    return item
+
+
+def lists_for_rules(s: Session, *, account_id: str, livemode: bool) -> dict[str, set[str]]:
+    """Every list of a tenant, by alias, as the rules engine reads them."""
+    out: dict[str, set[str]] = {}
+    rows = s.execute(
+        select(ValueList.alias, ValueListItem.value)
+        .join(ValueListItem, ValueListItem.value_list_id == ValueList.id, isouter=True)
+        .where(ValueList.account_id == account_id, ValueList.livemode == livemode)
+    ).all()
+    for alias, value in rows:
+        bucket = out.setdefault(alias, set())
+        if value is not None:
+            bucket.add(value)
+    return out
+
+
+def render_item(item: ValueListItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "object": "radar.value_list_item",
+        "created": item.created,
+        "created_by": item.created_by,
+        "livemode": item.livemode,
+        "value": item.value,
+        "value_list": item.value_list_id,
+    }
+
+
+def render_list(s: Session, vl: ValueList) -> dict[str, Any]:
+    items = s.scalars(
+        select(ValueListItem)
+        .where(ValueListItem.value_list_id == vl.id)
+        .order_by(ValueListItem.pk.desc())
+        .limit(11)
+    ).all()
+    return {
+        "id": vl.id,
+        "object": "radar.value_list",
+        "alias": vl.alias,
+        "created": vl.created,
+        "created_by": vl.created_by,
+        "item_type": vl.item_type,
+        "list_items": {
+            "object": "list",
+            "data": [render_item(i) for i in items[:10]],
+            "has_more": len(items) > 10,
+            "url": f"/v1/radar/value_list_items?value_list={vl.id}",
+        },
+        "livemode": vl.livemode,
+        "metadata": vl.metadata_,
+        "name": vl.name,
+    }
+
+
+# ------------------------------------------------------------------------ rules
+def record_change(
+    s: Session, rule: FraudRule, *, now: int, actor: str, reason: str, change: str
+) -> None:
+    s.add(
+        FraudRuleChange(
+            rule_id=rule.id,
+            account_id=rule.account_id,
+            livemode=rule.livemode,
+            version=rule.version,
+            at=now,
+            actor=actor,
+            reason=reason,
+            change=change,
+            source=rule.source,
+            mode=rule.mode,
+            enabled=rule.enabled,
+        )
+    )
+
+
+def count_rules(s: Session, *, account_id: str, livemode: bool) -> int:
+    return int(
+        s.scalar(
+            select(func.count()).where(
+                FraudRule.account_id == account_id,
+                FraudRule.livemode == livemode,
+                FraudRule.enabled.is_(True),
+            )
+        )
+        or 0
+    )
+
+
+def get_rule(s: Session, *, account_id: str, livemode: bool, rule_id: str) -> FraudRule:
+    rule = s.scalar(
+        select(FraudRule).where(
+            FraudRule.id == rule_id,
+            FraudRule.account_id == account_id,
+            FraudRule.livemode == livemode,
+        )
+    )
+    if rule is None:
+        raise ResourceMissingError("rule", rule_id)
+    return rule
+
+
+def active_rules(
+    s: Session, *, account_id: str, livemode: bool
+) -> list[tuple[str, str, str, bool]]:
+    """(id, action, source, shadow) of every enabled rule, oldest first."""
+    rows = s.execute(
+        select(FraudRule.id, FraudRule.action, FraudRule.source, FraudRule.mode)
+        .where(
+            FraudRule.account_id == account_id,
+            FraudRule.livemode == livemode,
+            FraudRule.enabled.is_(True),
+        )
+        .order_by(FraudRule.pk)
+    ).all()
+    return [(r[0], r[1], r[2], r[3] == "shadow") for r in rows]
+
+
+def render_rule(s: Session, rule: FraudRule, *, history: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": rule.id,
+        "object": "paywarden.fraud_rule",
+        "action": rule.action,
+        "rule": rule.source,
+        "mode": rule.mode,
+        "enabled": rule.enabled,
+        "version": rule.version,
+        "created": rule.created,
+        "updated": rule.updated,
+        "livemode": rule.livemode,
+    }
+    if history:
+        changes = s.scalars(
+            select(FraudRuleChange)
+            .where(FraudRuleChange.rule_id == rule.id)
+            .order_by(FraudRuleChange.pk)
+        ).all()
+        body["history"] = [
+            {
+                "version": c.version,
+                "at": c.at,
+                "actor": c.actor,
+                "reason": c.reason,
+                "change": c.change,
+                "rule": c.source,
+                "mode": c.mode,
+                "enabled": c.enabled,
+            }
+            for c in changes
+        ]
+    return body
+
+
+def known_list_aliases(s: Session, *, account_id: str, livemode: bool) -> Collection[str]:
+    return set(
+        s.scalars(
+            select(ValueList.alias).where(
+                ValueList.account_id == account_id, ValueList.livemode == livemode
+            )
+        )
+    )

@@ -1,0 +1,112 @@
+"""Radar value lists and versioned fraud rules through the API."""
+
+from __future__ import annotations
+
+from tests.conftest import Api, Merchant, make_merchant
+
+
+def test_value_lists_and_items(api: Api) -> None:
+    r = api.post(
+        "/v1/radar/value_lists",
+        {"alias": "blocked_ips", "name": "Blocked IPs", "item_type": "ip_address"},
+    )
+    assert r.status_code == 200, r.text
+    vl = r.json()
+    assert vl["id"].startswith("rsl_") and vl["object"] == "radar.value_list"
+    assert vl["list_items"]["data"] == []
+    dup = api.post("/v1/radar/value_lists", {"alias": "blocked_ips", "name": "again"})
+    assert dup.status_code == 400 and dup.json()["error"]["param"] == "alias"
+    item = api.post("/v1/radar/value_list_items", {"value_list": vl["id"], "value": "1.2.3.4"})
+    assert item.status_code == 200, item.text
+    assert item.json()["object"] == "radar.value_list_item"
+    bad = api.post("/v1/radar/value_list_items", {"value_list": vl["id"], "value": "nope"})
+    assert bad.status_code == 400
+    again = api.post("/v1/radar/value_list_items", {"value_list": vl["id"], "value": "1.2.3.4"})
+    assert again.status_code == 400
+    listed = api.get("/v1/radar/value_list_items", {"value_list": vl["id"]}).json()
+    assert [i["value"] for i in listed["data"]] == ["1.2.3.4"]
+    found = api.get("/v1/radar/value_lists", {"contains": "1.2.3.4"}).json()
+    assert [x["id"] for x in found["data"]] == [vl["id"]]
+    assert api.get(f"/v1/radar/value_lists/{vl['id']}").json()["list_items"]["data"]
+    upd = api.post(f"/v1/radar/value_lists/{vl['id']}", {"name": "IPs we block"})
+    assert upd.json()["name"] == "IPs we block"
+    gone = api.delete(f"/v1/radar/value_list_items/{item.json()['id']}")
+    assert gone.json() == {
+        "id": item.json()["id"],
+        "object": "radar.value_list_item",
+        "deleted": True,
+    }
+    assert api.delete(f"/v1/radar/value_lists/{vl['id']}").json()["deleted"] is True
+    assert api.get(f"/v1/radar/value_lists/{vl['id']}").status_code == 404
+
+
+def test_rules_are_validated_versioned_and_audited(api: Api) -> None:
+    api.post("/v1/radar/value_lists", {"alias": "trusted_customers", "name": "Trusted"})
+    rules = [
+        "Block if :card_country: != :ip_country: and :amount_in_usd: > 500",
+        "Review if :card_count_for_ip_address_daily: > 3",
+        "Request 3DS if :risk_level: = 'elevated'",
+        "Allow if :customer: in @trusted_customers",
+    ]
+    ids = []
+    for text in rules:
+        r = api.post("/v1/paywarden/fraud/rules", {"rule": text, "reason": "launch set"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["mode"] == "active" and body["version"] == 1
+        assert body["history"][0]["reason"] == "launch set"
+        assert body["history"][0]["actor"].startswith("api_key:")
+        ids.append(body["id"])
+    assert [r["action"] for r in api.get("/v1/paywarden/fraud/rules").json()["data"]][::-1] == [
+        "block",
+        "review",
+        "request_3ds",
+        "allow",
+    ]
+    # A syntax error points at the mistake and creates nothing.
+    bad = api.post(
+        "/v1/paywarden/fraud/rules",
+        {"rule": "Block if :amount_in_usd > 500", "reason": "typo"},
+    )
+    assert bad.status_code == 400
+    err = bad.json()["error"]
+    assert err["code"] == "rule_syntax_error" and err["param"] == "rule"
+    assert "^" in err["message"]
+    unknown = api.post(
+        "/v1/paywarden/fraud/rules", {"rule": "Block if :no_such_thing: > 1", "reason": "x"}
+    )
+    assert unknown.status_code == 400
+    no_list = api.post(
+        "/v1/paywarden/fraud/rules", {"rule": "Block if :email: in @nowhere", "reason": "x"}
+    )
+    assert no_list.status_code == 400
+    assert len(api.get("/v1/paywarden/fraud/rules").json()["data"]) == 4
+    # Shadow mode, edits and disabling: each a new version with who/when/why.
+    rid = ids[0]
+    r = api.post(f"/v1/paywarden/fraud/rules/{rid}", {"mode": "shadow", "reason": "try first"})
+    assert r.json()["mode"] == "shadow" and r.json()["version"] == 2
+    r = api.post(
+        f"/v1/paywarden/fraud/rules/{rid}",
+        {"rule": "Block if :amount_in_usd: > 900", "reason": "tuned"},
+    )
+    assert r.json()["version"] == 3
+    assert r.json()["rule"] == "Block if :amount_in_usd: > 900"
+    assert api.post(f"/v1/paywarden/fraud/rules/{rid}", {"mode": "shadow"}).status_code == 400
+    api.delete(f"/v1/paywarden/fraud/rules/{rid}")
+    final = api.get(f"/v1/paywarden/fraud/rules/{rid}").json()
+    assert final["enabled"] is False
+    assert [h["change"] for h in final["history"]] == ["created", "updated", "updated", "disabled"]
+    assert [h["reason"] for h in final["history"]][:3] == ["launch set", "try first", "tuned"]
+
+
+def test_lists_and_rules_are_per_tenant(api: Api, merchant: Merchant) -> None:
+    vl = api.post("/v1/radar/value_lists", {"alias": "vip", "name": "VIP"}).json()
+    other = Api(api.client, make_merchant(merchant.gw, "Other").secret_key)
+    assert other.get(f"/v1/radar/value_lists/{vl['id']}").status_code == 404
+    r = other.post("/v1/radar/value_list_items", {"value_list": vl["id"], "value": "x"})
+    assert r.status_code == 404
+    # Another tenant's alias is unknown to this tenant's rules.
+    r = other.post(
+        "/v1/paywarden/fraud/rules", {"rule": "Allow if :customer: in @vip", "reason": "x"}
+    )
+    assert r.status_code == 400
