@@ -406,3 +406,46 @@ def test_token_card_holder_fields_become_billing_details(api: Api) -> None:
     bad = api.post("/v1/tokens", {"card": {**card()["card"], "nickname": "x"}})
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "parameter_unknown"
+
+
+@pytest.mark.parametrize("faults", [1, 2])
+def test_unknown_outcomes_through_the_vault_are_retried_or_reconciled(
+    api: Api, merchant: Merchant, clean_acquirers: Acquirers, faults: int
+) -> None:
+    """The acquirer acts but its answer is lost on the vault's forward: the
+    gateway retries with the same idempotency key (1 fault), or leaves the
+    payment processing and reconciles it directly with the acquirer (2 faults).
+    Either way exactly one authorization exists."""
+    import time
+
+    from paywarden.payments.models import AcquirerAttempt, Charge
+    from paywarden.payments.reconcile import Reconciler
+
+    gw = merchant.gw
+    pm = create_pm(api)
+    clean_acquirers.faults(
+        "sandbox_a", mode="lost_response", latency_ms=1500, count=faults, operations=["authorize"]
+    )
+    pi = api.post(
+        "/v1/payment_intents", {"amount": 1300, "currency": "usd", "payment_method": pm["id"]}
+    ).json()
+    r = api.post(f"/v1/payment_intents/{pi['id']}/confirm")
+    assert r.status_code == 200, r.text
+    if faults == 2:
+        assert r.json()["status"] == "processing"
+        clean_acquirers.reset()
+        time.sleep(1.6)
+        assert Reconciler(gw.payments, interval=0).run_once() == 1
+    final = api.get(f"/v1/payment_intents/{pi['id']}").json()
+    assert final["status"] == "succeeded"
+    with gw.db.read() as s:
+        atts = list(
+            s.scalars(select(AcquirerAttempt).where(AcquirerAttempt.payment_intent_id == pi["id"]))
+        )
+        charges = s.scalar(
+            select(func.count()).select_from(Charge).where(Charge.payment_intent_id == pi["id"])
+        )
+    assert [a.acquirer for a in atts] == ["sandbox_a"]
+    assert charges == 1
+    res = gw.router.get("sandbox_a").lookup_authorization(atts[0].idempotency_key)
+    assert res.status == "captured"
