@@ -402,6 +402,38 @@ def _register_vault() -> None:
     register(main, _settings)
 
 
+@main.group()
+def fraud() -> None:
+    """The fraud engine: train the risk model, backtest on labelled history."""
+
+
+@fraud.command(
+    "backtest",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def fraud_backtest(args: tuple[str, ...]) -> None:
+    """Replay labelled transactions through the live feature code; print metrics
+    (run with --help for the options)."""
+    from paywarden.fraud.backtest import backtest_main
+
+    sys.exit(backtest_main(list(args)))
+
+
+@fraud.command(
+    "train",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def fraud_train(args: tuple[str, ...]) -> None:
+    """Train the risk model artifact the server loads (run with --help for the options)."""
+    from paywarden.fraud.backtest import train_main
+
+    sys.exit(train_main(list(args)))
+
+
 _register_vault()
 
 if __name__ == "__main__":
