@@ -134,6 +134,17 @@ CARD_COUNT_NAMES: dict[int, tuple[str, ...]] = {
 """``CARD_COUNT_NAMES[slot][window]``."""
 
 
+def entity_tuple(
+    card: str | None,
+    customer: str | None,
+    email: str | None,
+    ip_address: str | None,
+    device: str | None,
+) -> tuple[str | None, ...]:
+    """Entity values in :data:`ENTITIES` order, ``""`` folded to ``None``."""
+    return (card or None, customer or None, email or None, ip_address or None, device or None)
+
+
 def counter_names() -> list[str]:
     """Every counter a snapshot can hold, in a stable order."""
     names = [n for per_slot in CHARGE_NAMES for per_window in per_slot for n in per_window]
@@ -174,13 +185,7 @@ class PaymentEvent:
 
     def entities(self) -> tuple[str | None, ...]:
         """Entity values in :data:`ENTITIES` order, ``""`` folded to ``None``."""
-        return (
-            self.card or None,
-            self.customer or None,
-            self.email or None,
-            self.ip_address or None,
-            self.device or None,
-        )
+        return entity_tuple(self.card, self.customer, self.email, self.ip_address, self.device)
 
     @property
     def usd_cents(self) -> int:
@@ -453,13 +458,7 @@ class MemoryVelocityStore:
         ip_address: str | None = None,
         device: str | None = None,
     ) -> dict[str, int]:
-        entities = (
-            card or None,
-            customer or None,
-            email or None,
-            ip_address or None,
-            device or None,
-        )
+        entities = entity_tuple(card, customer, email, ip_address, device)
         with self._lock:
             return self._snapshot(at, entities)
 

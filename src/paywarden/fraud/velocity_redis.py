@@ -38,6 +38,7 @@ from paywarden.fraud.velocity import (
     Outcome,
     PaymentEvent,
     VelocityError,
+    entity_tuple,
 )
 
 # ARGV: 1 mode ("r" record, "s" snapshot, "rs" both), 2 presence ("10110": which
@@ -196,13 +197,7 @@ class RedisVelocityStore:
         ip_address: str | None = None,
         device: str | None = None,
     ) -> dict[str, int]:
-        entities = (
-            card or None,
-            customer or None,
-            email or None,
-            ip_address or None,
-            device or None,
-        )
+        entities = entity_tuple(card, customer, email, ip_address, device)
         return self._run("s", at, entities, event=None, attempt_id=None)
 
     def record_outcome(self, attempt_id: str, outcome: Outcome) -> bool:

@@ -65,6 +65,23 @@ def from_test_id(
     return pm
 
 
+_CARD_COLUMNS = (
+    "brand",
+    "bin",
+    "last4",
+    "exp_month",
+    "exp_year",
+    "funding",
+    "country",
+    "fingerprint",
+)
+
+
+def card_columns(source: CardMetadata | CardToken) -> dict[str, Any]:
+    """The display data a payment method or token keeps about a card."""
+    return {name: getattr(source, name) for name in _CARD_COLUMNS}
+
+
 def from_vault(
     session: Session,
     *,
@@ -81,14 +98,7 @@ def from_vault(
         livemode=livemode,
         created=now,
         type="card",
-        brand=meta.brand,
-        bin=meta.bin,
-        last4=meta.last4,
-        exp_month=meta.exp_month,
-        exp_year=meta.exp_year,
-        funding=meta.funding,
-        country=meta.country,
-        fingerprint=meta.fingerprint,
+        **card_columns(meta),
         card_ref=f"vault:{meta.token}",
         billing_details=billing_details or {},
         metadata_=metadata or {},
@@ -134,14 +144,7 @@ def from_card_token(
         livemode=livemode,
         created=now,
         type="card",
-        brand=tok.brand,
-        bin=tok.bin,
-        last4=tok.last4,
-        exp_month=tok.exp_month,
-        exp_year=tok.exp_year,
-        funding=tok.funding,
-        country=tok.country,
-        fingerprint=tok.fingerprint,
+        **card_columns(tok),
         card_ref=tok.card_ref,
         billing_details=billing_details or _billing_from_holder(tok.holder or {}),
         metadata_=metadata or {},

@@ -40,6 +40,7 @@ from typing import Any, NoReturn, Protocol
 import hvac
 import hvac.exceptions
 
+from paywarden.core.files import atomic_write
 from paywarden.core.secrets import Secret
 from paywarden.vault.crypto import aead
 from paywarden.vault.crypto.aead import DecryptionError
@@ -116,26 +117,6 @@ def _master_bytes(master_secret: Secret | bytes) -> bytes:
     if len(raw) != MASTER_SECRET_BYTES:
         raise KmsError("master secret must be 32 bytes")
     return raw
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600 (temp file + rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:  # mkstemp creates the file 0600
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def load_or_create_master_secret(path: Path) -> Secret:
@@ -245,7 +226,7 @@ class LocalKeyring:
         }
         body["mac"] = _b64(self._mac(body))
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(self._path, json.dumps(body, indent=2).encode() + b"\n")
+        atomic_write(self._path, json.dumps(body, indent=2).encode() + b"\n")
 
     def _load(self) -> _Keyring:
         try:

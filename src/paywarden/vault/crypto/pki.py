@@ -38,7 +38,6 @@ import ipaddress
 import json
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from paywarden.core.clock import Clock, SystemClock
+from paywarden.core.files import atomic_write
 
 __all__ = [
     "SPIFFE_PREFIX",
@@ -128,27 +128,6 @@ def _serial_hex(serial: int) -> str:
 
 def _fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
-
-
-def _atomic_write(path: Path, data: bytes, *, mode: int) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _check_name(name: str) -> None:
@@ -448,7 +427,7 @@ class Pki:
 
     def _write_index(self, index: dict[str, Any]) -> None:
         body = json.dumps(index, indent=2, sort_keys=True) + "\n"
-        _atomic_write(self._index_path, body.encode(), mode=0o644)
+        atomic_write(self._index_path, body.encode(), mode=0o644)
 
     def _record(
         self, name: str, kind: str, cert: x509.Certificate, issuer: x509.Certificate | None
@@ -517,7 +496,7 @@ class Pki:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _atomic_write(path, pem, mode=0o600)
+        atomic_write(path, pem, mode=0o600)
 
     def _new_ca(self) -> None:
         with self._locked():
@@ -567,7 +546,7 @@ class Pki:
             # Key first; a crash between the writes leaves a mismatched pair that
             # _pair_ok() detects, so the next ensure() starts a fresh CA.
             self._write_key(self._ca_key_path, key)
-            _atomic_write(
+            atomic_write(
                 self._ca_cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644
             )
             self._record("ca", "ca", cert, None)
@@ -589,7 +568,7 @@ class Pki:
                 entry["trusted_until"] = trusted_until.isoformat()
         self._write_index(index)
         retired = self.directory / f"ca-retired-{serial}.pem"
-        _atomic_write(retired, old.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        atomic_write(retired, old.public_bytes(serialization.Encoding.PEM), mode=0o644)
         # The old CA signs nothing more.
         self._ca_key_path.unlink(missing_ok=True)
 
@@ -623,7 +602,7 @@ class Pki:
         path = self.ca_bundle_path()
         if only_if_changed and path.exists() and path.read_bytes() == data:
             return
-        _atomic_write(path, data, mode=0o644)
+        atomic_write(path, data, mode=0o644)
 
     def _issue_leaf(
         self,
@@ -684,7 +663,7 @@ class Pki:
             # cert with the new key: ssl's load_cert_chain fails loudly and a retry
             # succeeds; ensure() treats such a pair as due.
             self._write_key(self._key_path(name), key)
-            _atomic_write(
+            atomic_write(
                 self._cert_path(name), cert.public_bytes(serialization.Encoding.PEM), mode=0o644
             )
             self._record(name, kind, cert, ca_cert)

@@ -9,15 +9,14 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from paywarden.alembic_support import alembic_config as shared_config
+
 HERE = Path(__file__).resolve().parent
 VERSION_TABLE = "vault_alembic_version"
 
 
 def alembic_config(url: str) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(HERE))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return cfg
+    return shared_config(url, HERE)
 
 
 def upgrade(url: str, revision: str = "head") -> None:
