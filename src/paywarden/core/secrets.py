@@ -101,7 +101,8 @@ class _CardSecret:
         return self._digits()
 
     def masked(self) -> str:
-        raise NotImplementedError
+        """The display form; subclasses show what PCI DSS allows, the base nothing."""
+        return "***"
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError(f"{type(self).__name__} is immutable")
