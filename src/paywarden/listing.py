@@ -107,3 +107,29 @@ def list_response(
         filters=filters,
     )
     return render_list(url, rows, has_more, render)
+
+
+def get_owned(
+    session: Session,
+    model: type[T],
+    object_id: str,
+    *,
+    account_id: str,
+    livemode: bool,
+    kind: str,
+    param: str = "id",
+    for_update: bool = False,
+) -> T:
+    """One of a tenant's objects by id, in the caller's mode; 404 otherwise
+    (another tenant's object is indistinguishable from a missing one)."""
+    q = select(model).where(
+        model.id == object_id,
+        model.account_id == account_id,
+        model.livemode == livemode,
+    )
+    if for_update:
+        q = q.with_for_update()
+    obj = session.scalar(q)
+    if obj is None:
+        raise ResourceMissingError(kind, object_id, param=param)
+    return obj

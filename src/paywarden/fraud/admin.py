@@ -12,9 +12,10 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from paywarden.core.errors import InvalidRequestError, ResourceMissingError
+from paywarden.core.errors import InvalidRequestError
 from paywarden.core.ids import new_id
 from paywarden.fraud.models import FraudRule, FraudRuleChange, ValueList, ValueListItem
+from paywarden.listing import get_owned
 
 # Stripe's value list item types.
 ITEM_TYPES = (
@@ -111,16 +112,15 @@ def alias_taken(
 def get_list(
     s: Session, *, account_id: str, livemode: bool, list_id: str, param: str = "id"
 ) -> ValueList:
-    vl = s.scalar(
-        select(ValueList).where(
-            ValueList.id == list_id,
-            ValueList.account_id == account_id,
-            ValueList.livemode == livemode,
-        )
+    return get_owned(
+        s,
+        ValueList,
+        list_id,
+        account_id=account_id,
+        livemode=livemode,
+        kind="radar.value_list",
+        param=param,
     )
-    if vl is None:
-        raise ResourceMissingError("radar.value_list", list_id, param=param)
-    return vl
 
 
 def delete_list(s: Session, vl: ValueList) -> None:
@@ -159,16 +159,14 @@ def add_item(s: Session, *, vl: ValueList, value: str, now: int, actor: str) -> 
 
 
 def get_item(s: Session, *, account_id: str, livemode: bool, item_id: str) -> ValueListItem:
-    item = s.scalar(
-        select(ValueListItem).where(
-            ValueListItem.id == item_id,
-            ValueListItem.account_id == account_id,
-            ValueListItem.livemode == livemode,
-        )
+    return get_owned(
+        s,
+        ValueListItem,
+        item_id,
+        account_id=account_id,
+        livemode=livemode,
+        kind="radar.value_list_item",
     )
-    if item is None:
-        raise ResourceMissingError("radar.value_list_item", item_id)
-    return item
 
 
 def lists_for_rules(s: Session, *, account_id: str, livemode: bool) -> dict[str, set[str]]:
@@ -259,16 +257,7 @@ def count_rules(s: Session, *, account_id: str, livemode: bool) -> int:
 
 
 def get_rule(s: Session, *, account_id: str, livemode: bool, rule_id: str) -> FraudRule:
-    rule = s.scalar(
-        select(FraudRule).where(
-            FraudRule.id == rule_id,
-            FraudRule.account_id == account_id,
-            FraudRule.livemode == livemode,
-        )
-    )
-    if rule is None:
-        raise ResourceMissingError("rule", rule_id)
-    return rule
+    return get_owned(s, FraudRule, rule_id, account_id=account_id, livemode=livemode, kind="rule")
 
 
 def active_rules(

@@ -176,9 +176,12 @@ class FeatureState:
         return True
 
     def _advance_clock(self, ts: float) -> float:
-        self._now = max(self._now, ts)
+        if ts > self._now:
+            self._now = ts
         now = self._now
         labels = self._labels
+        if not labels or labels[0][0] > now:
+            return now
         while labels and labels[0][0] <= now:
             _, _, tx_id, fraud = heapq.heappop(labels)
             where = self._where.get(tx_id)
@@ -271,29 +274,34 @@ class FeatureState:
 
     def features_into(self, *, tx: Tx, out: npt.NDArray[np.float64]) -> None:
         """:meth:`features`, written into a preallocated row (replay uses this)."""
-        out[:] = self._vector(tx.ts, tx.customer, tx.terminal, tx.amount)
+        now = self._advance_clock(tx.ts)
+        c, t = self._entities(tx.customer, tx.terminal)
+        out[:] = self._vector(now, tx.ts, c, t, tx.amount)
 
-    def _vector(
-        self, ts: float, customer: Hashable, terminal: Hashable, amount: float
-    ) -> list[float]:
-        now = self._advance_clock(ts)
+    def _entities(self, customer: Hashable, terminal: Hashable) -> tuple[_Customer, _Terminal]:
         c = self._customers.get(customer)
         if c is None:
             c = self._customers[customer] = _Customer(len(self._win))
         t = self._terminals.get(terminal)
         if t is None:
             t = self._terminals[terminal] = _Terminal(len(self._win))
+        return c, t
+
+    def _vector(
+        self, now: float, ts: float, c: _Customer, t: _Terminal, amount: float
+    ) -> list[float]:
         self._slide_customer(c, now)
         self._slide_terminal(t, now)
 
-        day_s = ts % DAY
-        hour = day_s / 3600.0
+        hour = (ts % DAY) / 3600.0
         # 1970-01-01 was a Thursday: weekday 0 = Monday.
         weekday = (int(ts // DAY) + 3) % 7
-        n_c = len(c.times) + c.base
-        cust_counts = [float(n_c - h + 1) for h in c.heads]
-        cust_avgs = [(s + amount) / k for s, k in zip(c.sums, cust_counts, strict=True)]
-        term_counts = [t.delayed - h for h in t.heads]
+        n_c = len(c.times) + c.base + 1
+        sums = c.sums
+        cust_counts = [float(n_c - h) for h in c.heads]
+        cust_avgs = [(s + amount) / k for s, k in zip(sums, cust_counts, strict=True)]
+        d = t.delayed
+        term_counts = [float(d - h) for h in t.heads]
         term_risk = [f / k if k else 0.0 for f, k in zip(t.frauds, term_counts, strict=True)]
         hn = c.hist_n
         if hn:
@@ -308,9 +316,10 @@ class FeatureState:
         # how many of its latest transactions older than the delay are all known frauds:
         # a compromised terminal keeps being used while the small windows may be empty.
         age = (now - self._delay - t.last_fraud) / DAY
-        age = min(age, _MAX_AGE_DAYS)
+        if age > _MAX_AGE_DAYS:
+            age = _MAX_AGE_DAYS
         streak = 0
-        pos = t.delayed - t.base - 1
+        pos = d - t.base - 1
         flags = t.flags
         while pos >= 0 and streak < _MAX_STREAK and flags[pos]:
             streak += 1
@@ -318,21 +327,21 @@ class FeatureState:
         # ...and since when that run of frauds has lasted (compromises do not last forever).
         run_days = (now - t.times[pos + 1]) / DAY if streak else 0.0
         spikes = c.spikes
+        n_spikes = 0.0
         if spikes:
             cut = now - _SPIKE_WINDOW
             while spikes and spikes[0] <= cut:
                 spikes.popleft()
+            n_spikes = float(len(spikes))
         prev_n = cust_counts[0] - 1.0
-        prev_ratio = amount * prev_n / c.sums[0] if prev_n > 0 and c.sums[0] > 0 else 1.0
-        return [
-            amount,
-            hour,
-            1.0 if weekday >= 5 else 0.0,
-            1.0 if hour < 7.0 else 0.0,
-            *cust_counts,
-            *cust_avgs,
-            *[float(k) for k in term_counts],
-            *term_risk,
+        s0 = sums[0]
+        prev_ratio = amount * prev_n / s0 if prev_n > 0 and s0 > 0 else 1.0
+        vec = [amount, hour, 1.0 if weekday >= 5 else 0.0, 1.0 if hour < 7.0 else 0.0]
+        vec += cust_counts
+        vec += cust_avgs
+        vec += term_counts
+        vec += term_risk
+        vec += (
             float(hn),
             mean,
             ratio,
@@ -341,9 +350,10 @@ class FeatureState:
             float(c.known_frauds),
             age,
             float(streak),
-            float(len(spikes)) if spikes else 0.0,
+            n_spikes,
             run_days,
-        ]
+        )
+        return vec
 
     def update(self, tx: Tx) -> None:
         """Record ``tx`` (after :meth:`features`; in time order)."""
@@ -353,12 +363,10 @@ class FeatureState:
         self, tx_id: Hashable, ts: float, customer: Hashable, terminal: Hashable, amount: float
     ) -> None:
         now = self._advance_clock(ts)
-        c = self._customers.get(customer)
-        if c is None:
-            c = self._customers[customer] = _Customer(len(self._win))
-        t = self._terminals.get(terminal)
-        if t is None:
-            t = self._terminals[terminal] = _Terminal(len(self._win))
+        c, t = self._entities(customer, terminal)
+        self._append(tx_id, now, c, t, amount)
+
+    def _append(self, tx_id: Hashable, now: float, c: _Customer, t: _Terminal, amount: float) -> None:
         c.times.append(now)
         c.amounts.append(amount)
         sums = c.sums
@@ -381,5 +389,7 @@ class FeatureState:
 
     def score_and_record(self, tx: Tx, out: npt.NDArray[np.float64]) -> None:
         """:meth:`features_into` then :meth:`update`: the per-transaction step of a replay."""
-        out[:] = self._vector(tx.ts, tx.customer, tx.terminal, tx.amount)
-        self._record(tx.tx_id, tx.ts, tx.customer, tx.terminal, tx.amount)
+        now = self._advance_clock(tx.ts)
+        c, t = self._entities(tx.customer, tx.terminal)
+        out[:] = self._vector(now, tx.ts, c, t, tx.amount)
+        self._append(tx.tx_id, now, c, t, tx.amount)

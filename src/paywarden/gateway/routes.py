@@ -28,7 +28,7 @@ from paywarden.events.models import Event
 from paywarden.events.service import record_event, render_event
 from paywarden.http.api import Call, Endpoint
 from paywarden.http.params import EXPAND, PAGINATION, Param, merge_metadata
-from paywarden.listing import list_response
+from paywarden.listing import get_owned, list_response
 from paywarden.payments import methods
 from paywarden.payments.flows import UPDATABLE, Payments, check_client_secret, unexpected_state
 from paywarden.payments.models import CardToken, Charge, PaymentIntent, PaymentMethod, Refund
@@ -370,15 +370,9 @@ def token_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
 
 def token_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
     with gw.db.read() as s:
-        tok = s.scalar(
-            select(CardToken).where(
-                CardToken.id == id,
-                CardToken.account_id == call.account_id,
-                CardToken.livemode == call.livemode,
-            )
+        tok = get_owned(
+            s, CardToken, id, account_id=call.account_id, livemode=call.livemode, kind="token"
         )
-        if tok is None:
-            raise ResourceMissingError("token", id)
         return methods.render_token(tok)
 
 
@@ -852,15 +846,9 @@ def pi_cancel(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, 
 # ----------------------------------------------------------------- charges
 def charge_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
     with gw.db.read() as s:
-        ch = s.scalar(
-            select(Charge).where(
-                Charge.id == id,
-                Charge.account_id == call.account_id,
-                Charge.livemode == call.livemode,
-            )
+        ch = get_owned(
+            s, Charge, id, account_id=call.account_id, livemode=call.livemode, kind="charge"
         )
-        if ch is None:
-            raise ResourceMissingError("charge", id)
         return render_charge(ch)
 
 
