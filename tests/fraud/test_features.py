@@ -205,3 +205,24 @@ def test_names_match_the_vector() -> None:
     assert len(v) == len(s.names) == s.n_features
     assert "terminal_risk_2d" in s.names
     assert all(math.isfinite(x) for x in v)
+
+
+@settings(max_examples=30, deadline=None)
+@given(events=_events)
+def test_replay_step_matches_the_live_path(
+    events: list[tuple[float, int, int, float, float | None]],
+) -> None:
+    """``score_and_record`` (replay) gives the rows of ``features`` then ``update`` (live)."""
+    live, replayed = FeatureState(), FeatureState()
+    row = np.empty(replayed.n_features)
+    ts = T0
+    for i, (gap_h, cust, term, amount, lag) in enumerate(events):
+        ts += gap_h * 3600.0
+        t = Tx(tx_id=i, ts=ts, customer=cust, terminal=term, amount=amount)
+        want = live.features(t)
+        live.update(t)
+        replayed.score_and_record(t, row)
+        assert np.array_equal(row, want)
+        if lag is not None:
+            live.add_label(i, True, ts + lag * DAY)
+            replayed.add_label(i, True, ts + lag * DAY)

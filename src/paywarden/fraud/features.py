@@ -176,8 +176,7 @@ class FeatureState:
         return True
 
     def _advance_clock(self, ts: float) -> float:
-        if ts > self._now:
-            self._now = ts
+        self._now = max(self._now, ts)
         now = self._now
         labels = self._labels
         if not labels or labels[0][0] > now:
@@ -316,8 +315,7 @@ class FeatureState:
         # how many of its latest transactions older than the delay are all known frauds:
         # a compromised terminal keeps being used while the small windows may be empty.
         age = (now - self._delay - t.last_fraud) / DAY
-        if age > _MAX_AGE_DAYS:
-            age = _MAX_AGE_DAYS
+        age = min(age, _MAX_AGE_DAYS)
         streak = 0
         pos = d - t.base - 1
         flags = t.flags
@@ -366,7 +364,9 @@ class FeatureState:
         c, t = self._entities(customer, terminal)
         self._append(tx_id, now, c, t, amount)
 
-    def _append(self, tx_id: Hashable, now: float, c: _Customer, t: _Terminal, amount: float) -> None:
+    def _append(
+        self, tx_id: Hashable, now: float, c: _Customer, t: _Terminal, amount: float
+    ) -> None:
         c.times.append(now)
         c.amounts.append(amount)
         sums = c.sums

@@ -35,11 +35,13 @@ import numpy.typing as npt
 ARTIFACT_FORMAT: Final = "paywarden-fraud-model/1"
 
 #: Training settings used by the backtest and ``paywarden fraud train``. Chosen for
-#: all weeks at once (see BENCHMARKS.md), not for the handbook's test week.
+#: all weeks at once (see BENCHMARKS.md), not for the handbook's test week: 150 trees
+#: of 7 leaves score as well as 300 of 15 on the mean of five weeks and predict about
+#: four times faster (shallow trees stay in cache).
 DEFAULT_PARAMS: Final[Mapping[str, Any]] = {
     "objective": "binary",
-    "learning_rate": 0.03,
-    "num_leaves": 15,
+    "learning_rate": 0.06,
+    "num_leaves": 7,
     "min_child_samples": 100,
     "feature_fraction": 0.8,
     "bagging_fraction": 0.8,
@@ -49,7 +51,7 @@ DEFAULT_PARAMS: Final[Mapping[str, Any]] = {
     "deterministic": True,
     "verbose": -1,
 }
-DEFAULT_ROUNDS: Final = 300
+DEFAULT_ROUNDS: Final = 150
 
 RiskLevel = Literal["normal", "elevated", "highest"]
 
