@@ -110,3 +110,38 @@ def test_lists_and_rules_are_per_tenant(api: Api, merchant: Merchant) -> None:
         "/v1/paywarden/fraud/rules", {"rule": "Allow if :customer: in @vip", "reason": "x"}
     )
     assert r.status_code == 400
+
+
+def test_device_sessions_sign_stable_signals(api: Api, merchant: Merchant) -> None:
+    from paywarden.fraud.signals import stable_device_hash
+
+    signals = {
+        "screen": "1920x1080",
+        "color_depth": 24,
+        "timezone": "Europe/Berlin",
+        "languages": ["de-DE", "de"],
+        "platform": "Win32",
+        "hardware_concurrency": 8,
+        "device_memory": "0.5",
+        "max_touch_points": 0,
+        "canvas_hash": "ab" * 32,
+        "webgl_renderer": "ANGLE (Intel)",
+    }
+    headers = {"Authorization": f"Bearer {merchant.publishable_key}"}
+    r = api.client.post("/v1/paywarden/device_sessions", json={"signals": signals}, headers=headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "paywarden.device_session"
+    tokens = merchant.gw.device_tokens
+    assert tokens is not None
+    claims = tokens.verify(body["token"], now=merchant.gw.clock.now())
+    assert claims is not None
+    assert claims.device_hash == stable_device_hash(signals)
+    # Floats, unknown signals and oversized values are refused.
+    for bad in (
+        {**signals, "device_memory": 0.5},
+        {**signals, "battery": "0.9"},
+        {**signals, "screen": "x" * 100},
+    ):
+        r = api.client.post("/v1/paywarden/device_sessions", json={"signals": bad}, headers=headers)
+        assert r.status_code == 400, r.text

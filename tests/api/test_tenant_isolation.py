@@ -308,6 +308,7 @@ HAPPY: dict[tuple[str, str], Happy] = {
     ("POST", "/v1/tokens"): lambda w: (None, {"card": CARD}),
     ("GET", "/v1/tokens/{id}"): lambda w: (w.token, {}),
     ("GET", "/v1/paywarden/encryption_keys"): lambda w: (None, {}),
+    ("POST", "/v1/paywarden/device_sessions"): lambda w: (None, {"signals": {"screen": "1x1"}}),
     ("POST", "/v1/radar/value_lists"): lambda w: (None, {"alias": "b_list", "name": "B"}),
     ("GET", "/v1/radar/value_lists"): lambda w: (None, {}),
     ("GET", "/v1/radar/value_lists/{id}"): lambda w: (w.value_list, {}),

@@ -55,3 +55,25 @@ def test_browser_card_pays_end_to_end(
     assert message.startswith("incorrect_number:")
     assert "424242424242424" not in message
     assert not any(VISA in line for line in browser_console)
+
+
+def test_browser_device_token_is_signed_and_stable(
+    browser_page: Page,
+    serve_static_page: Callable[[str], str],
+    gateway_url: str,
+    merchant: Merchant,
+) -> None:
+    browser_page.goto(serve_static_page("<p>checkout</p>"))
+    browser_page.wait_for_function("() => window.PaywardenE2E !== undefined")
+    signals = browser_page.evaluate("() => PaywardenE2E.deviceSignals()")
+    assert signals["canvas_hash"] and len(signals["canvas_hash"]) == 64
+    assert signals["timezone"] and signals["languages"]
+    script = "([url, pk]) => PaywardenE2E.deviceToken(url, pk)"
+    first = browser_page.evaluate(script, [gateway_url, merchant.publishable_key])
+    second = browser_page.evaluate(script, [gateway_url, merchant.publishable_key])
+    tokens = merchant.gw.device_tokens
+    assert tokens is not None
+    now = merchant.gw.clock.now()
+    a, b = tokens.verify(first, now=now), tokens.verify(second, now=now)
+    assert a is not None and b is not None
+    assert a.device_hash == b.device_hash  # the same browser is the same device

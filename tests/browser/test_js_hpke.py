@@ -232,6 +232,8 @@ def test_the_api_surface(page: Page) -> None:
         "SUITE",
         "_internal",
         "createPaymentMethod",
+        "deviceSignals",
+        "deviceToken",
         "encryptCard",
         "fetchEncryptionKey",
     ]

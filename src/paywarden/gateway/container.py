@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +12,7 @@ from paywarden.acquirers.router import AcquirerRouter
 from paywarden.config import ServiceSecrets, Settings
 from paywarden.core.clock import Clock, SystemClock
 from paywarden.db import Database
+from paywarden.fraud.signals import DeviceTokens
 from paywarden.idempotency.service import IdempotencyStore
 from paywarden.payments.flows import Payments
 from paywarden.tenancy.ratelimit import FailureLimiter, MemoryFailureLimiter, RedisFailureLimiter
@@ -28,6 +31,7 @@ class Gateway:
     router: AcquirerRouter
     payments: Payments
     vault: VaultClient | None = None
+    device_tokens: DeviceTokens | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -95,7 +99,16 @@ def build_gateway(
         router=router,
         payments=payments,
         vault=vault,
+        device_tokens=DeviceTokens(device_token_key(secrets)),
     )
+
+
+def device_token_key(secrets: ServiceSecrets) -> bytes:
+    """The key that signs device tokens, derived from the storage key (so no
+    new secret is needed and rotating the storage key rotates it too)."""
+    return hmac.new(
+        secrets.storage_key.reveal().encode(), b"paywarden/device-token/v1", hashlib.sha256
+    ).digest()
 
 
 def build_vault_client(settings: Settings) -> VaultClient | None:

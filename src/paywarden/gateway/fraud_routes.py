@@ -46,6 +46,24 @@ RULE_CREATE: dict[str, Param] = {
     "reason": Param("str", required=True, max_length=500),
     **EXPAND,
 }
+DEVICE_SESSION: dict[str, Param] = {
+    "signals": Param(
+        "dict",
+        required=True,
+        fields={
+            "screen": Param("str", max_length=32),
+            "color_depth": Param("int", min=0, max=128),
+            "timezone": Param("str", max_length=64),
+            "languages": Param("list", item=Param("str", max_length=35), max_items=10),
+            "platform": Param("str", max_length=64),
+            "hardware_concurrency": Param("int", min=0, max=4096),
+            "device_memory": Param("str", max_length=8),
+            "max_touch_points": Param("int", min=0, max=64),
+            "canvas_hash": Param("str", max_length=64),
+            "webgl_renderer": Param("str", max_length=200),
+        },
+    ),
+}
 RULE_UPDATE: dict[str, Param] = {
     "rule": Param("str", max_length=1000),
     "mode": Param("enum", choices=("active", "shadow")),
@@ -297,6 +315,23 @@ def rule_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
         )
 
 
+# ---------------------------------------------------------------- devices
+def device_session(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    """A signed device token for a checkout page's stable device signals
+    (publishable key); merchants pass it on confirm for the fraud engine."""
+    if gw.device_tokens is None:
+        raise InvalidRequestError("Device tokens are not configured.")
+    now = _now(gw)
+    token = gw.device_tokens.issue(v["signals"], now=now)
+    return {
+        "object": "paywarden.device_session",
+        "token": token,
+        "created": now,
+        "expires_at": now + gw.device_tokens.max_age_seconds,
+        "livemode": call.livemode,
+    }
+
+
 def endpoints() -> list[Endpoint]:
     r, w = False, True
     items_list = {**PAGINATION, "value_list": Param("id", required=True), "value": Param("str")}
@@ -312,6 +347,15 @@ def endpoints() -> list[Endpoint]:
         Endpoint("GET", "/v1/radar/value_list_items", item_list, items_list, RESOURCE, r),
         Endpoint("GET", "/v1/radar/value_list_items/{id}", item_retrieve, EXPAND, RESOURCE, r),
         Endpoint("DELETE", "/v1/radar/value_list_items/{id}", item_delete, {}, RESOURCE, w),
+        Endpoint(
+            "POST",
+            "/v1/paywarden/device_sessions",
+            device_session,
+            DEVICE_SESSION,
+            RESOURCE,
+            w,
+            publishable=True,
+        ),
         Endpoint("POST", "/v1/paywarden/fraud/rules", rule_create, RULE_CREATE, RESOURCE, w),
         Endpoint("GET", "/v1/paywarden/fraud/rules", rule_list, PAGINATION, RESOURCE, r),
         Endpoint("GET", "/v1/paywarden/fraud/rules/{id}", rule_retrieve, EXPAND, RESOURCE, r),

@@ -382,11 +382,100 @@
     return parseResponse(response);
   }
 
+  // --- Device signals (fraud engine) ---------------------------------------
+
+  async function sha256Hex(text) {
+    var digest = await root.crypto.subtle.digest("SHA-256", textEncoder.encode(text));
+    return Array.from(new Uint8Array(digest))
+      .map(function (b) {
+        return b.toString(16).padStart(2, "0");
+      })
+      .join("");
+  }
+
+  // A rendering fingerprint: the same hardware and driver stack draws the same
+  // pixels. Only its hash leaves the page.
+  async function canvasHash() {
+    try {
+      var canvas = root.document.createElement("canvas");
+      canvas.width = 220;
+      canvas.height = 40;
+      var ctx = canvas.getContext("2d");
+      if (!ctx) return null;
+      ctx.textBaseline = "top";
+      ctx.font = "16px 'Arial'";
+      ctx.fillStyle = "#f60";
+      ctx.fillRect(100, 1, 62, 20);
+      ctx.fillStyle = "#069";
+      ctx.fillText("Paywarden \u2713 device", 2, 15);
+      return await sha256Hex(canvas.toDataURL());
+    } catch (_ignored) {
+      return null;
+    }
+  }
+
+  function webglRenderer() {
+    try {
+      var gl = root.document.createElement("canvas").getContext("webgl");
+      if (!gl) return null;
+      var info = gl.getExtension("WEBGL_debug_renderer_info");
+      return String(gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+    } catch (_ignored) {
+      return null;
+    }
+  }
+
+  // Stable signals only: nothing that changes with a browser update or a
+  // resized window. No cookies, no storage, nothing personal.
+  async function deviceSignals() {
+    var nav = root.navigator || {};
+    var scr = root.screen || {};
+    return {
+      screen: scr.width && scr.height ? scr.width + "x" + scr.height : null,
+      color_depth: typeof scr.colorDepth === "number" ? scr.colorDepth : null,
+      timezone: (function () {
+        try {
+          return Intl.DateTimeFormat().resolvedOptions().timeZone || null;
+        } catch (_ignored) {
+          return null;
+        }
+      })(),
+      languages: Array.isArray(nav.languages) ? nav.languages.slice(0, 10) : [],
+      platform: typeof nav.platform === "string" ? nav.platform : null,
+      hardware_concurrency:
+        typeof nav.hardwareConcurrency === "number" ? nav.hardwareConcurrency : null,
+      // A string: it can be fractional (0.5), and the API takes no floats.
+      device_memory: typeof nav.deviceMemory === "number" ? String(nav.deviceMemory) : null,
+      max_touch_points: typeof nav.maxTouchPoints === "number" ? nav.maxTouchPoints : null,
+      canvas_hash: await canvasHash(),
+      webgl_renderer: webglRenderer(),
+    };
+  }
+
+  // Sends the signals to the gateway, which returns a signed device token for
+  // the fraud engine (its use on confirm arrives with the engine's decision).
+  async function deviceToken(gatewayUrl, publishableKey) {
+    var signals = await deviceSignals();
+    var response = await root.fetch(baseUrl(gatewayUrl) + "/v1/paywarden/device_sessions", {
+      method: "POST",
+      headers: Object.assign(authHeaders(publishableKey), {
+        "Content-Type": "application/json",
+      }),
+      body: JSON.stringify({ signals: signals }),
+      credentials: "omit",
+      cache: "no-store",
+    });
+    var body = await parseResponse(response);
+    return body.token;
+  }
+
   root.PaywardenE2E = Object.freeze({
     SUITE: SUITE,
     fetchEncryptionKey: fetchEncryptionKey,
     encryptCard: encryptCard,
     createPaymentMethod: createPaymentMethod,
+    deviceSignals: deviceSignals,
+    deviceToken: deviceToken,
     // FOR TESTS ONLY: reproduces RFC 9180 vectors with a caller-chosen ephemeral
     // private key. Production code must use encryptCard, which makes a fresh
     // ephemeral key per call; reusing an ephemeral key breaks HPKE's security.
