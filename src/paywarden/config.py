@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     vault_database_url: str | None = Field(
         default=None, description="Vault's own database; default sqlite:///$VAULT_HOME/vault.db"
     )
+    audit_database_url: str | None = Field(
+        default=None, description="Gateway audit log store; default sqlite:///$HOME/audit.sqlite"
+    )
+    vault_audit_database_url: str | None = Field(
+        default=None,
+        description="Vault audit log store; default sqlite:///$VAULT_HOME/audit.sqlite",
+    )
     pki_dir: Path | None = Field(default=None, description="Dev CA and certificates; $HOME/pki")
     vault_kms: Literal["local", "transit"] = "local"
     vault_master_key: SecretStr | None = Field(
@@ -104,6 +111,24 @@ class Settings(BaseSettings):
     vault_retention_after_expiry_days: int = 90
     vault_sweep_interval_seconds: float = 300.0
     tls_leaf_days: int = 90
+
+    # ---- fraud engine (scores every confirm before the acquirer is called)
+    fraud_enabled: bool = True
+    fraud_model_path: Path | None = Field(
+        default=None,
+        description="Risk model artifact from `paywarden fraud train`; default: the one shipped",
+    )
+    fraud_geoip_path: Path | None = Field(
+        default=None, description="GeoLite2-Country .mmdb; default: maxminddb-geolite2's file"
+    )
+    fraud_elevated_threshold: int = Field(default=65, ge=0, le=99)
+    fraud_highest_threshold: int = Field(default=75, ge=0, le=99)
+    fraud_default_rules: bool = Field(
+        default=True, description="Paywarden's built-in rules (card testing, highest risk)"
+    )
+    fraud_auto_block: bool = Field(
+        default=True, description="Confirmed fraud adds the card, device and IP to block lists"
+    )
 
     log_level: str = "INFO"
 

@@ -144,6 +144,7 @@ class World:
     value_list: str
     value_list_item: str
     rule: str
+    review: str
     secret_of: dict[str, str]  # payment intent id -> client_secret
     tokens: set[str] = field(default_factory=set)  # everything A owns that is secret-ish
 
@@ -211,6 +212,16 @@ def build_world(client: httpx.Client, a: Merchant) -> World:
         },
     )
     assert pi_cap["status"] == "requires_capture", pi_cap
+    post(
+        "/v1/paywarden/fraud/rules",
+        {"rule": "Review if :amount: = 4321", "reason": MARKER},
+    )
+    pi_review = post(
+        "/v1/payment_intents",
+        {"amount": 4321, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True},
+    )
+    held = ok(call(client, "GET", f"/v1/charges/{pi_review['latest_charge']}", {}, key=key))
+    assert held["review"], held
     pi_open = post(
         "/v1/payment_intents",
         {"amount": 1200, "currency": "eur", "payment_method": "pm_card_visa"},
@@ -242,6 +253,7 @@ def build_world(client: httpx.Client, a: Merchant) -> World:
         value_list=vl["id"],
         value_list_item=vli["id"],
         rule=rule["id"],
+        review=held["review"],
         secret_of={p["id"]: p["client_secret"] for p in (pi_s, pi_cap, pi_open, pi_cancel)},
         tokens=tokens,
     )
@@ -326,6 +338,13 @@ HAPPY: dict[tuple[str, str], Happy] = {
         {"rule": "Review if :amount_in_usd: > 1000", "reason": "test"},
     ),
     ("GET", "/v1/paywarden/fraud/rules"): lambda w: (None, {}),
+    ("GET", "/v1/reviews"): lambda w: (None, {}),
+    ("GET", "/v1/reviews/{id}"): lambda w: (w.review, {}),
+    ("POST", "/v1/reviews/{id}/approve"): lambda w: (w.review, {}),
+    ("POST", "/v1/paywarden/fraud/reports"): lambda w: (
+        None,
+        {"charge": w.charge, "label": "safe"},
+    ),
     ("GET", "/v1/paywarden/fraud/rules/{id}"): lambda w: (w.rule, {}),
     ("POST", "/v1/paywarden/fraud/rules/{id}"): lambda w: (
         w.rule,

@@ -232,6 +232,9 @@ class _Sandbox:
             not isinstance(authentication_id, str) or len(authentication_id) > MAX_KEY_LENGTH
         ):
             raise invalid("authentication_id must be a string", param="authentication_id")
+        three_d_secure = payload.get("three_d_secure")
+        if three_d_secure not in (None, "required", "automatic"):
+            raise invalid("three_d_secure must be required or automatic", param="three_d_secure")
         return_url = payload.get("return_url")
         if return_url is not None and not _is_http_url(return_url):
             raise invalid("return_url must be an http(s) URL", param="return_url")
@@ -248,6 +251,7 @@ class _Sandbox:
             description=description,
             authentication_id=authentication_id,
             return_url=return_url,
+            three_d_secure_required=three_d_secure == "required",
         )
 
     # ------------------------------------------------------------ read routes

@@ -186,6 +186,7 @@ class AuthorizeInput:
     description: str | None
     authentication_id: str | None
     return_url: str | None
+    three_d_secure_required: bool = False  # the merchant asked for 3-D Secure
 
 
 @dataclass(frozen=True)
@@ -336,7 +337,9 @@ class SandboxStore:
             outcome = _outcome(decline("expired_card"), inp.capture)
         elif card.fails_cvc_check and inp.cvc_supplied:
             outcome = _outcome(decline("incorrect_cvc"), inp.capture)
-        elif behaviour.kind == "require_3ds" and inp.authentication_id is None:
+        elif (
+            behaviour.kind == "require_3ds" or inp.three_d_secure_required
+        ) and inp.authentication_id is None:
             session_id = new_id("3ds")
             session_url = f"{public_url.rstrip('/')}/3ds/{session_id}"
             db.execute(
@@ -361,7 +364,7 @@ class SandboxStore:
                 "not_sent_to_network",
                 "The card issuer requires 3-D Secure authentication.",
             )
-        elif behaviour.kind == "require_3ds":
+        elif behaviour.kind == "require_3ds" or inp.three_d_secure_required:
             assert inp.authentication_id is not None
             session = db.execute(
                 "SELECT status, card_fingerprint, amount, currency, consumed_by, url"
@@ -384,7 +387,10 @@ class SandboxStore:
                     "UPDATE authentications SET consumed_by = ? WHERE id = ?",
                     (auth_id, inp.authentication_id),
                 )
-                outcome = _outcome(behaviour.after_authentication or APPROVE, inp.capture)
+                after = behaviour.after_authentication or (
+                    APPROVE if behaviour.kind == "require_3ds" else behaviour
+                )
+                outcome = _outcome(after, inp.capture)
             else:
                 outcome = _outcome(decline("authentication_required"), inp.capture)
         else:

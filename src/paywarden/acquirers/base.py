@@ -64,6 +64,8 @@ class AuthorizationRequest:
     description: str | None = None
     authentication_id: str | None = None  # a completed 3-D Secure session
     return_url: str | None = None  # where the 3DS page sends the customer afterwards
+    # The fraud engine asks for 3-D Secure whatever the card's issuer would do.
+    request_three_d_secure: bool = False
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,8 @@ class HttpAcquirerConnector:
             value = getattr(req, field_name)
             if value is not None:
                 body[field_name] = value
+        if req.request_three_d_secure:
+            body["three_d_secure"] = "required"
         if req.card.vault_token is not None:
             data = self._forward(req, body, idempotency_key)
         else:

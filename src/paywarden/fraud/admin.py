@@ -39,7 +39,8 @@ def normalize_item(item_type: str, value: str) -> str:
     v = value.strip()
     if not v or len(v) > 800:
         raise InvalidRequestError("Invalid value: must be 1 to 800 characters.", param="value")
-    if item_type == "case_sensitive_string":
+    if item_type in ("case_sensitive_string", "card_fingerprint", "customer_id"):
+        # Fingerprints and object ids are case-sensitive (`cus_Ab…` != `cus_ab…`).
         return v
     v = v.lower()
     if item_type == "ip_address":

@@ -65,3 +65,38 @@ class FraudRuleChange(Base):
     source: Mapped[str] = mapped_column(Text)
     mode: Mapped[str] = mapped_column(String(8))
     enabled: Mapped[bool]
+
+
+class Review(ListableMixin, Base):
+    """A Radar review (``prv_…``): a payment held for an analyst's decision."""
+
+    __tablename__ = "radar_reviews"
+    __table_args__ = (Index("ix_radar_reviews_open", "account_id", "livemode", "open"),)
+    charge_id: Mapped[str] = mapped_column(String(40), index=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(40), index=True)
+    open: Mapped[bool] = mapped_column(default=True)
+    opened_reason: Mapped[str] = mapped_column(String(16))  # rule | manual
+    reason: Mapped[str] = mapped_column(String(24))  # opened_reason, then closed_reason
+    closed_reason: Mapped[str | None] = mapped_column(String(24))
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    ip_country: Mapped[str | None] = mapped_column(String(2))
+    session: Mapped[dict[str, Any] | None]
+    closed_at: Mapped[int | None]
+    closed_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class FraudLabel(ListableMixin, Base):
+    """A merchant's report on a payment: ``fraudulent``, ``safe`` or ``dispute``.
+
+    ``known_at`` is when the label became known (``created``): the label delay
+    between the payment and its report is kept explicit for training.
+    """
+
+    __tablename__ = "fraud_labels"
+    charge_id: Mapped[str] = mapped_column(String(40), index=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(40))
+    label: Mapped[str] = mapped_column(String(16))  # fraudulent | safe | dispute
+    source: Mapped[str] = mapped_column(String(16))  # refund | report | dispute
+    card_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    paid_at: Mapped[int]
+    actor: Mapped[str] = mapped_column(String(100))

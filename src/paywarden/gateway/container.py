@@ -12,6 +12,7 @@ from paywarden.acquirers.router import AcquirerRouter
 from paywarden.config import ServiceSecrets, Settings
 from paywarden.core.clock import Clock, SystemClock
 from paywarden.db import Database
+from paywarden.fraud.engine import FraudEngine
 from paywarden.fraud.signals import DeviceTokens
 from paywarden.idempotency.service import IdempotencyStore
 from paywarden.payments.flows import Payments
@@ -35,6 +36,8 @@ class Gateway:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
+        if self.payments.fraud is not None:
+            self.payments.fraud.close()
         self.router.close()
         if self.vault is not None:
             self.vault.close()
@@ -77,12 +80,14 @@ def build_gateway(
             threshold=settings.circuit_failure_threshold,
             reset_seconds=settings.circuit_reset_seconds,
         )
+    device_tokens = DeviceTokens(device_token_key(secrets))
     payments = Payments(
         db=db,
         router=router,
         clock=clock,
         base_url=settings.base_url,
         reconcile_grace=settings.reconcile_grace_seconds,
+        fraud=build_fraud_engine(settings, secrets, db, device_tokens, clock),
     )
     return Gateway(
         settings=settings,
@@ -99,8 +104,91 @@ def build_gateway(
         router=router,
         payments=payments,
         vault=vault,
-        device_tokens=DeviceTokens(device_token_key(secrets)),
+        device_tokens=device_tokens,
     )
+
+
+def build_fraud_engine(
+    settings: Settings,
+    secrets: ServiceSecrets,
+    db: Database,
+    device_tokens: DeviceTokens,
+    clock: Clock,
+) -> FraudEngine | None:
+    """The fraud engine: velocity on Redis when workers share one (else a SQLite
+    file of its own), the offline GeoIP file, the risk model loaded at start."""
+    if not settings.fraud_enabled:
+        return None
+    from paywarden.fraud.engine import DEFAULT_MODEL_PATH
+    from paywarden.fraud.features import FeatureState
+    from paywarden.fraud.model import RiskModel, RiskThresholds
+    from paywarden.fraud.signals import IpGeo
+    from paywarden.fraud.velocity import VelocityStore
+
+    velocity: VelocityStore
+    if settings.redis_url:
+        from paywarden.fraud.velocity_redis import RedisVelocityStore
+
+        velocity = RedisVelocityStore(settings.redis_url)
+    else:
+        from paywarden.fraud.velocity_sqlite import SqliteVelocityStore
+
+        velocity = SqliteVelocityStore(settings.home / "fraud-velocity.db")
+    thresholds = RiskThresholds(
+        elevated=settings.fraud_elevated_threshold, highest=settings.fraud_highest_threshold
+    )
+    model = RiskModel.load(
+        settings.fraud_model_path or DEFAULT_MODEL_PATH,
+        expected_features=FeatureState().names,
+        thresholds=thresholds,
+    )
+    engine = FraudEngine(
+        velocity=velocity,
+        identifier_key=_derived_key(secrets, b"paywarden/fraud-identifiers/v1"),
+        ipgeo=IpGeo.open(settings.fraud_geoip_path),
+        device_tokens=device_tokens,
+        model=model,
+        thresholds=thresholds,
+        default_rules=settings.fraud_default_rules,
+        auto_block=settings.fraud_auto_block,
+    )
+    engine.warm_up(recent_payments(db, since=clock.now() - 30 * 86400))
+    return engine
+
+
+def recent_payments(db: Database, *, since: float) -> list[tuple[str, float, str, str, int]]:
+    """The last weeks' scored payments, oldest first, to rebuild the model's
+    card and merchant habits after a restart (USD-convertible ones only)."""
+    from sqlalchemy import select
+
+    from paywarden.fraud.engine import amount_in_usd_cents
+    from paywarden.payments.models import Charge, PaymentMethod
+
+    out: list[tuple[str, float, str, str, int]] = []
+    with db.read() as s:
+        rows = s.execute(
+            select(
+                Charge.payment_intent_id,
+                Charge.created,
+                PaymentMethod.fingerprint,
+                Charge.account_id,
+                Charge.amount,
+                Charge.currency,
+            )
+            .join(PaymentMethod, PaymentMethod.id == Charge.payment_method_id)
+            .where(Charge.created >= int(since))
+            .order_by(Charge.created, Charge.pk)
+            .limit(500_000)
+        ).all()
+    for pi_id, created, fingerprint, account, amount, currency in rows:
+        cents = amount_in_usd_cents(amount, currency)
+        if cents is not None:
+            out.append((pi_id, float(created), fingerprint, account, cents))
+    return out
+
+
+def _derived_key(secrets: ServiceSecrets, label: bytes) -> bytes:
+    return hmac.new(secrets.storage_key.reveal().encode(), label, hashlib.sha256).digest()
 
 
 def device_token_key(secrets: ServiceSecrets) -> bytes:

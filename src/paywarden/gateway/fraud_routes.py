@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from paywarden.core.errors import InvalidRequestError
 from paywarden.core.ids import new_id
-from paywarden.fraud import admin
-from paywarden.fraud.models import FraudRule, ValueList, ValueListItem
+from paywarden.fraud import admin, reviews
+from paywarden.fraud.models import FraudRule, Review, ValueList, ValueListItem
 from paywarden.fraud.rules_api import RULE_ACTIONS, check_rule
 from paywarden.http.api import Call, Endpoint
 from paywarden.http.params import EXPAND, PAGINATION, Param, merge_metadata
@@ -332,6 +332,59 @@ def device_session(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]
     }
 
 
+# ------------------------------------------------------------------ reviews
+def review_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    """Open reviews, newest first (Stripe lists only open ones)."""
+    with gw.db.read() as s:
+        return list_response(
+            s,
+            Review,
+            account_id=call.account_id,
+            livemode=call.livemode,
+            params=v,
+            kind="review",
+            url="/v1/reviews",
+            render=reviews.render_review,
+            filters=[Review.open.is_(True)],
+        )
+
+
+def review_retrieve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    with gw.db.read() as s:
+        return reviews.render_review(
+            reviews.get(s, account_id=call.account_id, livemode=call.livemode, review_id=id)
+        )
+
+
+def review_approve(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str, Any]:
+    return gw.payments.approve_review(
+        account_id=call.account_id,
+        livemode=call.livemode,
+        review_id=id,
+        actor=_actor(call),
+        request_id=call.request_id,
+        idempotency_key=call.idempotency_key,
+    )
+
+
+REPORT_CREATE: dict[str, Param] = {
+    "charge": Param("id", required=True),
+    "label": Param("enum", required=True, choices=("fraudulent", "safe", "dispute")),
+}
+
+
+def report_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    """A merchant's report on a charge; fraud feeds the engine and the block lists."""
+    return gw.payments.report(
+        account_id=call.account_id,
+        livemode=call.livemode,
+        charge_id=v["charge"],
+        label=v["label"],
+        actor=_actor(call),
+        request_id=call.request_id,
+    )
+
+
 def endpoints() -> list[Endpoint]:
     r, w = False, True
     items_list = {**PAGINATION, "value_list": Param("id", required=True), "value": Param("str")}
@@ -356,6 +409,10 @@ def endpoints() -> list[Endpoint]:
             w,
             publishable=True,
         ),
+        Endpoint("GET", "/v1/reviews", review_list, PAGINATION, RESOURCE, r),
+        Endpoint("GET", "/v1/reviews/{id}", review_retrieve, EXPAND, RESOURCE, r),
+        Endpoint("POST", "/v1/reviews/{id}/approve", review_approve, EXPAND, RESOURCE, w),
+        Endpoint("POST", "/v1/paywarden/fraud/reports", report_create, REPORT_CREATE, RESOURCE, w),
         Endpoint("POST", "/v1/paywarden/fraud/rules", rule_create, RULE_CREATE, RESOURCE, w),
         Endpoint("GET", "/v1/paywarden/fraud/rules", rule_list, PAGINATION, RESOURCE, r),
         Endpoint("GET", "/v1/paywarden/fraud/rules/{id}", rule_retrieve, EXPAND, RESOURCE, r),

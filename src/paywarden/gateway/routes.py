@@ -6,6 +6,7 @@ Handlers validate nothing themselves (the spec did), own no business rules
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +124,23 @@ PI_COMMON: dict[str, Param] = {
     "payment_method_types": Param("list", item=Param("enum", choices=("card",)), max_items=1),
     **EXPAND,
 }
+# Paywarden's extension on confirm: the customer's request context, which only
+# the merchant's backend knows (a browser confirming with a publishable key is
+# the customer, so its own IP, User-Agent and Accept-Language are used instead).
+RISK_CONTEXT = Param(
+    "dict",
+    fields={
+        "ip_address": Param("str", max_length=64),
+        "user_agent": Param("str", max_length=512),
+        "accept_language": Param("str", max_length=256),
+        "email": Param("email"),
+        "device_token": Param("str", max_length=200),
+    },
+)
 PI_CONFIRM_EXTRA: dict[str, Param] = {
+    "paywarden_risk_context": RISK_CONTEXT,
+    # Stripe's field for a Radar session; here it carries a Paywarden device token.
+    "radar_options": Param("dict", fields={"session": Param("str", max_length=200)}),
     "return_url": Param("str", max_length=2048),
     "off_session": Param("bool"),
     "error_on_requires_action": Param("bool"),
@@ -669,6 +686,7 @@ def pi_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
             param="payment_method",
             code="payment_intent_unexpected_state",
         )
+    ctx = risk_context(call, v)  # validated before anything is written
     # A takeover of a crashed request resumes the intent it had created: the
     # state machine makes re-confirming it safe, and nothing is created twice.
     pi_id = call.recovered_id or _create_intent(gw, call, v)
@@ -685,6 +703,7 @@ def pi_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
             pepper=gw.secrets.api_key_pepper,
             request_id=call.request_id,
             idempotency_key=call.idempotency_key,
+            risk_context=ctx,
         )
         return _render_pi(gw, call, body, v)
     with gw.db.read() as s:
@@ -698,6 +717,34 @@ def pi_create(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
             ),
             v,
         )
+
+
+def risk_context(call: Call, v: dict[str, Any]) -> dict[str, Any]:
+    """The signals the fraud engine gets for this confirm (see RISK_CONTEXT)."""
+    ctx: dict[str, Any] = dict(v.get("paywarden_risk_context") or {})
+    ip = ctx.get("ip_address")
+    if ip is not None:
+        try:
+            ctx["ip_address"] = str(ipaddress.ip_address(ip.strip()))
+        except ValueError:
+            raise ParameterError(
+                "Invalid paywarden_risk_context[ip_address]: not an IP address.",
+                param="paywarden_risk_context[ip_address]",
+            ) from None
+    session = (v.get("radar_options") or {}).get("session")
+    if session and not ctx.get("device_token"):
+        ctx["device_token"] = session
+    if call.auth.kind == "publishable":
+        try:
+            source: str | None = str(ipaddress.ip_address(call.source_ip))
+        except ValueError:
+            source = None
+        ctx.update(
+            ip_address=source,
+            user_agent=call.user_agent,
+            accept_language=call.accept_language,
+        )
+    return ctx
 
 
 def _status(gw: Gateway, call: Call, pi_id: str) -> str:
@@ -804,6 +851,7 @@ def pi_confirm(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str,
             request_id=call.request_id,
             idempotency_key=call.idempotency_key,
             client_secret=client_secret,
+            risk_context=risk_context(call, v),
         )
     except CardError as err:
         if call.auth.kind == "publishable":

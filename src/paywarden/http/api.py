@@ -67,6 +67,10 @@ class Call:
     idempotent: bool = False
     # Card data lifted out of the parameters on intake endpoints (masked).
     card: CardData | None = None
+    # The caller's User-Agent and Accept-Language: the customer's own when a
+    # browser calls with a publishable key (fraud signals).
+    user_agent: str | None = None
+    accept_language: str | None = None
 
     def remember(self, session: Session, object_id: str) -> None:
         """Tie a newly created object to this request's idempotency key, in the
@@ -217,6 +221,7 @@ def make_route(gw: Gateway, ep: Endpoint) -> Route:
                 source_of(request),
                 rid,
                 request.headers.get("idempotency-key"),
+                (request.headers.get("user-agent"), request.headers.get("accept-language")),
             )
             resp = json_response(status, body, rid, extra)
         except _TooLarge:
@@ -260,6 +265,7 @@ def _process(
     source: str,
     rid: str,
     idem_key: str | None,
+    client: tuple[str | None, str | None] = (None, None),
 ) -> tuple[int, str, dict[str, str]]:
     auth = _authenticate(gw, raw_key, source, rid)
     _authorize(gw, ep, auth, source, rid)
@@ -270,7 +276,15 @@ def _process(
                 f"Invalid {name}: must be an object id.", code="resource_missing", param=name
             )
     values = validate(params, ep.spec)
-    call = Call(auth=auth, request_id=rid, idempotency_key=idem_key, source_ip=source, card=card)
+    call = Call(
+        auth=auth,
+        request_id=rid,
+        idempotency_key=idem_key,
+        source_ip=source,
+        card=card,
+        user_agent=(client[0] or "")[:512] or None,
+        accept_language=(client[1] or "")[:256] or None,
+    )
     if ep.method != "POST" or not idem_key:
         return _execute(gw, ep, call, values, path_params)
     # The key kind is part of the request's identity: a publishable key must

@@ -21,7 +21,7 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -42,10 +42,16 @@ from paywarden.core.errors import CardError, InvalidRequestError, ResourceMissin
 from paywarden.core.ids import new_id
 from paywarden.db import Database
 from paywarden.events.service import record_event
+from paywarden.fraud import reviews
+from paywarden.fraud.models import FraudLabel, Review
+from paywarden.fraud.reviews import render_label, render_review
 from paywarden.http.params import merge_metadata
 from paywarden.payments import methods
 from paywarden.payments.models import AcquirerAttempt, Charge, PaymentIntent, PaymentMethod, Refund
 from paywarden.payments.render import render_charge, render_intent, render_refund
+
+if TYPE_CHECKING:
+    from paywarden.fraud.engine import Decision, FraudEngine
 
 log = logging.getLogger("paywarden.payments")
 
@@ -144,7 +150,9 @@ class Payments:
         clock: Clock,
         base_url: str,
         reconcile_grace: float,
+        fraud: FraudEngine | None = None,
     ) -> None:
+        self.fraud = fraud
         self.db = db
         self.router = router
         self.clock = clock
@@ -280,9 +288,16 @@ class Payments:
         request_id: str | None,
         idempotency_key: str | None,
         client_secret: str | None = None,
+        risk_context: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Confirm an intent. Raises CardError on a decline (after recording it)."""
+        """Confirm an intent. Raises CardError on a decline (after recording it).
+
+        The fraud engine decides before anything is sent to an acquirer: a block
+        ends here (recorded, nothing sent); a 3-D Secure request or a review
+        changes what the acquirer is asked for.
+        """
         now = self._now()
+        blocked: CardError | None = None
         pinned: tuple[str, str] | None = (
             None  # (acquirer, authentication_id) for a 3DS continuation
         )
@@ -321,30 +336,21 @@ class Payments:
                 s, account_id=account_id, livemode=livemode, pm_id=pi.payment_method_id
             )
             previous_status = pi.status
-            pi.status = "processing"
-            pi.version += 1
-            pi.last_payment_error = None
-            request = self._auth_request(pi, pm, pinned[1] if pinned else None)
-            candidates: tuple[str, ...] = ()
-            first_attempt = None
-            if pinned is None:
-                # Record the first attempt in this same transaction: one commit
-                # fewer on the hot path, and still written before the call.
-                candidates = tuple(c.name for c in self.router.candidates())
-                first_attempt = self._add_auth_attempt(s, pi, candidates[0], request)
-            plan = _AuthPlan(
-                pi_id=pi.id,
-                account_id=account_id,
-                livemode=livemode,
-                version=pi.version,
-                request=request,
-                acquirer=pinned[0] if pinned else None,
-                request_id=request_id,
-                idempotency_key=idempotency_key,
-                candidates=candidates,
-                first_attempt=first_attempt,
-            )
+            if pinned is None and self.fraud is not None:
+                decision = self.fraud.assess(
+                    s, self._signals(s, pi, pm, risk_context or {}, values)
+                )
+                pi.risk = decision.to_json()
+                if decision.action == "block":
+                    # Recorded in this transaction; nothing is sent anywhere.
+                    blocked = self._block(s, pi, pm, decision, request_id, idempotency_key)
+            elif pinned is None:
+                pi.risk = None
+            if blocked is None:
+                plan = self._start(s, pi, pm, pinned, request_id, idempotency_key)
             error_on_action = bool(values.get("error_on_requires_action"))
+        if blocked is not None:
+            raise blocked
         if pinned is not None:
             status = self._authentication_status(pinned[0], pinned[1])
             if status == "pending":
@@ -353,6 +359,169 @@ class Payments:
                 return self._authentication_failed(plan)
         outcome = self._authorize(plan)
         return self._settle_authorization(plan, outcome, error_on_action=error_on_action)
+
+    def _start(
+        self,
+        s: Session,
+        pi: PaymentIntent,
+        pm: PaymentMethod,
+        pinned: tuple[str, str] | None,
+        request_id: str | None,
+        idempotency_key: str | None,
+    ) -> _AuthPlan:
+        """Move the intent to ``processing`` and record the first attempt."""
+        pi.status = "processing"
+        pi.version += 1
+        pi.last_payment_error = None
+        request = self._auth_request(pi, pm, pinned[1] if pinned else None)
+        candidates: tuple[str, ...] = ()
+        first_attempt = None
+        if pinned is None:
+            # Record the first attempt in this same transaction: one commit
+            # fewer on the hot path, and still written before the call.
+            candidates = tuple(c.name for c in self.router.candidates())
+            first_attempt = self._add_auth_attempt(s, pi, candidates[0], request)
+        return _AuthPlan(
+            pi_id=pi.id,
+            account_id=pi.account_id,
+            livemode=pi.livemode,
+            version=pi.version,
+            request=request,
+            acquirer=pinned[0] if pinned else None,
+            request_id=request_id,
+            idempotency_key=idempotency_key,
+            candidates=candidates,
+            first_attempt=first_attempt,
+        )
+
+    # ------------------------------------------------------------ fraud engine
+    def _signals(
+        self,
+        s: Session,
+        pi: PaymentIntent,
+        pm: PaymentMethod,
+        context: dict[str, Any],
+        values: dict[str, Any],
+    ) -> Any:
+        from paywarden.customers.models import Customer
+        from paywarden.fraud.engine import PaymentSignals
+
+        email = context.get("email") or pi.receipt_email
+        if not email and pi.customer_id:
+            email = s.scalar(select(Customer.email).where(Customer.id == pi.customer_id))
+        new_card = None
+        if pi.customer_id:
+            seen = s.scalar(
+                select(PaymentMethod.id).where(
+                    PaymentMethod.account_id == pi.account_id,
+                    PaymentMethod.customer_id == pi.customer_id,
+                    PaymentMethod.fingerprint == pm.fingerprint,
+                    PaymentMethod.id != pm.id,
+                )
+            )
+            new_card = seen is None and pm.customer_id != pi.customer_id
+        return PaymentSignals(
+            account_id=pi.account_id,
+            livemode=pi.livemode,
+            payment_intent_id=pi.id,
+            attempt_key=f"{pi.id}:{pi.version}",
+            at=self.clock.now(),
+            amount=pi.amount,
+            currency=pi.currency,
+            card_fingerprint=pm.fingerprint,
+            card_bin=pm.bin,
+            card_country=pm.country,
+            card_brand=pm.brand,
+            card_funding=pm.funding,
+            customer=pi.customer_id,
+            email=email,
+            ip_address=context.get("ip_address"),
+            user_agent=context.get("user_agent"),
+            accept_language=context.get("accept_language"),
+            device_token=context.get("device_token"),
+            is_new_card_on_customer=new_card,
+        )
+
+    def _block(
+        self,
+        s: Session,
+        pi: PaymentIntent,
+        pm: PaymentMethod,
+        decision: Decision,
+        request_id: str | None,
+        idempotency_key: str | None,
+    ) -> CardError:
+        """A blocked payment: a failed charge that was never sent to the network,
+        the merchant told why (outcome), the customer told nothing useful."""
+        now = self._now()
+        by_rule = decision.rule_id is not None and decision.rule_id != "rule_default_highest_risk"
+        ch = Charge(
+            id=new_id("ch", 24),
+            account_id=pi.account_id,
+            livemode=pi.livemode,
+            created=now,
+            payment_intent_id=pi.id,
+            payment_method_id=pm.id,
+            customer_id=pi.customer_id,
+            amount=pi.amount,
+            amount_captured=0,
+            amount_refunded=0,
+            currency=pi.currency,
+            status="failed",
+            captured=False,
+            paid=False,
+            failure_code="card_declined",
+            failure_message="Your card was declined.",
+            outcome=risk_outcome(
+                {
+                    "network_status": "not_sent_to_network",
+                    "reason": "rule" if by_rule else "highest_risk_level",
+                    "risk_level": decision.risk_level,
+                    "risk_score": decision.risk_score,
+                    "seller_message": (
+                        f"Paywarden blocked this payment: rule {decision.rule_id} "
+                        f"({decision.rule_predicate})."
+                        if by_rule
+                        else "Paywarden blocked this payment as too risky."
+                    ),
+                    "type": "blocked",
+                },
+                pi.risk,
+            ),
+            acquirer=None,
+            acquirer_reference=None,
+            authentication_id=None,
+            description=pi.description,
+            metadata_=dict(pi.metadata_),
+            payment_method_details={"card": methods.card_details(pm), "type": "card"},
+        )
+        s.add(ch)
+        pi.latest_charge_id = ch.id
+        pi.status = "requires_payment_method"
+        pi.next_action = None
+        pi.version += 1
+        err = {
+            "type": "card_error",
+            "code": "card_declined",
+            "decline_code": "fraudulent",
+            "message": "Your card was declined.",
+            "charge": ch.id,
+            "payment_method": methods.render(pm),
+        }
+        pi.last_payment_error = err
+        ev: dict[str, Any] = {"request_id": request_id, "idempotency_key": idempotency_key}
+        self._event(s, pi, "charge.failed", render_charge(ch), **ev)
+        self._event(s, pi, "payment_intent.payment_failed", render_intent(pi), **ev)
+        return CardError(
+            "Your card was declined.",
+            code="card_declined",
+            decline_code="fraudulent",
+            extra={
+                "charge": ch.id,
+                "payment_intent": render_intent(pi),
+                "payment_method": methods.render(pm),
+            },
+        )
 
     def _auth_request(
         self, pi: PaymentIntent, pm: PaymentMethod, authentication_id: str | None
@@ -365,10 +534,13 @@ class Payments:
             exp_month=pm.exp_month,
             exp_year=pm.exp_year,
         )
+        action = (pi.risk or {}).get("action")
         return AuthorizationRequest(
             amount=pi.amount,
             currency=pi.currency,
-            capture=pi.capture_method != "manual",
+            # A payment held for review is authorized only; funds move once approved.
+            capture=pi.capture_method != "manual" and action != "review",
+            request_three_d_secure=action == "request_3ds",
             card=card,
             merchant_reference=pi.id,
             description=pi.description,
@@ -685,24 +857,40 @@ class Payments:
             }
             self._event(s, pi, "payment_intent.requires_action", render_intent(pi), **ev)
             return None
+        attempt_key = (pi.risk or {}).get("attempt_key")
         if result.status == "declined":
+            if self.fraud is not None:
+                self.fraud.record_outcome(attempt_key, "declined")
             return self._decline(
                 s, pi, pm, att, acquirer, result.decline_code or "generic_decline", result, ev
             )
 
+        if self.fraud is not None:
+            self.fraud.record_outcome(attempt_key, "authorized")
         captured = result.status == "captured"
+        held = not captured and (pi.risk or {}).get("action") == "review"
         ch = self._new_charge(pi, pm, acquirer, result, now)
         ch.status, ch.paid, ch.captured = "succeeded", True, captured
         ch.amount_captured = result.amount_captured if captured else 0
         ch.outcome = _outcome(
-            "authorized", "approved_by_network", None, result, "Payment complete."
+            "manual_review" if held else "authorized",
+            "approved_by_network",
+            None,
+            result,
+            "Paywarden placed this payment in review." if held else "Payment complete.",
+            pi.risk,
         )
         s.add(ch)
         att.charge_id = ch.id
         pi.latest_charge_id = ch.id
         pi.next_action = None
         pi.version += 1
-        self._event(s, pi, "charge.succeeded", render_charge(ch), **ev)
+        if held:
+            review = self._open_review(s, pi, ch, now)
+            self._event(s, pi, "charge.succeeded", render_charge(ch), **ev)
+            self._event(s, pi, "review.opened", render_review(review), **ev)
+        else:
+            self._event(s, pi, "charge.succeeded", render_charge(ch), **ev)
         if captured:
             pi.status = "succeeded"
             pi.amount_received = ch.amount_captured
@@ -713,6 +901,31 @@ class Payments:
             pi.amount_capturable = result.amount
             self._event(s, pi, "payment_intent.amount_capturable_updated", render_intent(pi), **ev)
         return None
+
+    @staticmethod
+    def _open_review(s: Session, pi: PaymentIntent, ch: Charge, now: int) -> Review:
+        """Hold an authorized payment for an analyst (funds not captured)."""
+        risk = pi.risk or {}
+        review = Review(
+            id=new_id("prv", 24),
+            account_id=pi.account_id,
+            livemode=pi.livemode,
+            created=now,
+            charge_id=ch.id,
+            payment_intent_id=pi.id,
+            open=True,
+            opened_reason="rule",
+            reason="rule",
+            closed_reason=None,
+            ip_address=risk.get("ip_address"),
+            ip_country=risk.get("ip_country"),
+            session={"device": risk.get("device_id")} if risk.get("device_id") else None,
+            closed_at=None,
+            closed_by=None,
+        )
+        s.add(review)
+        ch.review_id = review.id
+        return review
 
     def _new_charge(
         self,
@@ -775,6 +988,7 @@ class Payments:
             SELLER_MESSAGES.get(
                 decline_code, "The bank did not return any further details with this decline."
             ),
+            pi.risk,
         )
         s.add(ch)
         att.charge_id = ch.id
@@ -803,6 +1017,135 @@ class Payments:
                 "payment_method": methods.render(pm),
             },
         )
+
+    # ---------------------------------------------------------------- reviews
+    def approve_review(
+        self,
+        *,
+        account_id: str,
+        livemode: bool,
+        review_id: str,
+        actor: str,
+        request_id: str | None,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
+        """Close a review as approved; an automatic-capture payment is then captured."""
+        with self.db.write() as s:
+            r = reviews.get(s, account_id=account_id, livemode=livemode, review_id=review_id)
+            pi = self.get_intent(
+                s,
+                account_id=account_id,
+                livemode=livemode,
+                pi_id=r.payment_intent_id,
+                for_update=True,
+            )
+            reviews.close(r, reason="approved", now=self._now(), actor=actor)
+            self._event(
+                s,
+                pi,
+                "review.closed",
+                render_review(r),
+                request_id=request_id,
+                idempotency_key=idempotency_key,
+            )
+            capture = pi.status == "requires_capture" and pi.capture_method != "manual"
+        if capture:
+            with contextlib.suppress(StripeError):  # the intent records the failure
+                self.capture(
+                    account_id=account_id,
+                    livemode=livemode,
+                    pi_id=r.payment_intent_id,
+                    amount_to_capture=None,
+                    metadata=None,
+                    request_id=request_id,
+                    idempotency_key=idempotency_key,
+                )
+        with self.db.read() as s:
+            return render_review(
+                reviews.get(s, account_id=account_id, livemode=livemode, review_id=review_id)
+            )
+
+    def report(
+        self,
+        *,
+        account_id: str,
+        livemode: bool,
+        charge_id: str,
+        label: str,
+        actor: str,
+        request_id: str | None,
+    ) -> dict[str, Any]:
+        """A merchant's report on a charge: ``fraudulent``, ``safe`` or ``dispute``."""
+        from paywarden.payments.models import Charge as _Charge
+
+        with self.db.write() as s:
+            ch = s.scalar(
+                select(_Charge).where(
+                    _Charge.id == charge_id,
+                    _Charge.account_id == account_id,
+                    _Charge.livemode == livemode,
+                )
+            )
+            if ch is None:
+                raise ResourceMissingError("charge", charge_id, param="charge")
+            pi = self.get_intent(
+                s, account_id=account_id, livemode=livemode, pi_id=ch.payment_intent_id
+            )
+            fl = self._label(s, pi, ch, label=label, source="report", actor=actor)
+            return render_label(fl)
+
+    def _label(
+        self,
+        s: Session,
+        pi: PaymentIntent,
+        ch: Charge,
+        *,
+        label: str,
+        source: str,
+        actor: str,
+    ) -> FraudLabel:
+        """Record a label; fraud reaches the model's entity features (after the
+        label delay) and, with auto-block on, the block lists."""
+        from paywarden.fraud.engine import auto_block_lists
+
+        now = self._now()
+        risk = dict(pi.risk or {})
+        pm = s.scalar(select(PaymentMethod).where(PaymentMethod.id == ch.payment_method_id))
+        if pm is not None:
+            risk.setdefault("card_fingerprint", pm.fingerprint)
+        fl = FraudLabel(
+            id=new_id("frl", 24),
+            account_id=pi.account_id,
+            livemode=pi.livemode,
+            created=now,
+            charge_id=ch.id,
+            payment_intent_id=pi.id,
+            label=label,
+            source=source,
+            card_fingerprint=risk.get("card_fingerprint"),
+            paid_at=ch.created,
+            actor=actor[:100],
+        )
+        s.add(fl)
+        if label in ("fraudulent", "dispute"):
+            held = reviews.open_review_for(s, pi.id)
+            if held is not None:
+                reason = "refunded_as_fraud" if source == "refund" else "disputed"
+                reviews.close(held, reason=reason, now=now, actor=actor)
+            if self.fraud is not None:
+                self.fraud.add_label(pi.id, fraudulent=True, known_at=float(now))
+                if self.fraud.auto_block:
+                    auto_block_lists(
+                        s,
+                        account_id=pi.account_id,
+                        livemode=pi.livemode,
+                        now=now,
+                        risk=risk,
+                        actor=f"auto:{fl.id}",
+                    )
+        elif label == "safe" and self.fraud is not None:
+            self.fraud.add_label(pi.id, fraudulent=False, known_at=float(now))
+        return fl
 
     # ------------------------------------------------------------ 3DS return
     def three_d_secure_return(self, attempt_id: str) -> tuple[PaymentIntent, str | None]:
@@ -847,6 +1190,14 @@ class Payments:
             )
             if pi.status != "requires_capture":
                 raise unexpected_state(pi, "capture", ("requires_capture",))
+            held = reviews.open_review_for(s, pi.id)
+            if held is not None:
+                # Funds move only once an analyst has approved the review.
+                raise InvalidRequestError(
+                    f"This PaymentIntent is held for review ({held.id}); approve the review "
+                    "before capturing it, or cancel the PaymentIntent.",
+                    code="payment_intent_unexpected_state",
+                )
             amount = pi.amount_capturable if amount_to_capture is None else amount_to_capture
             if amount > pi.amount_capturable:
                 raise InvalidRequestError(
@@ -1017,6 +1368,10 @@ class Payments:
             if pi.status not in CANCELABLE:
                 raise unexpected_state(pi, "cancel", CANCELABLE)
             pi.cancellation_reason = reason
+            held = reviews.open_review_for(s, pi.id)
+            if held is not None:
+                reviews.close(held, reason="canceled", now=self._now(), actor="merchant")
+                self._event(s, pi, "review.closed", render_review(held), **ev)
             if pi.status != "requires_capture":
                 self._mark_canceled(s, pi, None, ev)
                 return render_intent(pi)
@@ -1144,6 +1499,8 @@ class Payments:
             s.add(rf)
             if remember is not None:
                 remember(s, rf.id)
+            if reason == "fraudulent":
+                self._label(s, pi, ch, label="fraudulent", source="refund", actor="merchant")
             assert ch.acquirer is not None and ch.acquirer_reference is not None
             att = self._new_attempt(
                 pi=pi,
@@ -1280,20 +1637,59 @@ def _outcome(
     reason: str | None,
     result: AuthorizationResult,
     seller_message: str,
+    risk: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    risk = str(result.raw.get("risk_level") or "normal")
-    return {
+    return risk_outcome(
+        {
+            "network_status": network_status,
+            "reason": reason,
+            # The network's own view (Stripe's risk-level test cards); the fraud
+            # engine's is merged in below, the more severe winning.
+            "risk_level": str(result.raw.get("risk_level") or "normal"),
+            "seller_message": seller_message,
+            "type": type_,
+        },
+        risk,
+    )
+
+
+_LEVELS = ("normal", "elevated", "highest")
+
+
+def risk_outcome(base: dict[str, Any], risk: dict[str, Any] | None) -> dict[str, Any]:
+    """A charge's ``outcome`` in Stripe's shape, with the fraud engine's
+    assessment: score, level, the deciding rule and (Paywarden's extension)
+    the reasons behind the score and the shadow rules that matched."""
+    out: dict[str, Any] = {
         "advice_code": None,
         "network_advice_code": None,
         "network_decline_code": None,
-        "network_status": network_status,
-        "reason": reason,
-        "risk_level": risk,
-        "risk_score": None,  # set by the fraud engine once it scores payments
+        "reason": None,
+        "risk_score": None,
         "rule": None,
-        "seller_message": seller_message,
-        "type": type_,
+        **base,
     }
+    if not risk:
+        return out
+    if risk.get("risk_score") is not None:
+        out["risk_score"] = risk["risk_score"]
+    level = risk.get("risk_level")
+    if level in _LEVELS and (
+        out.get("risk_level") not in _LEVELS
+        or _LEVELS.index(level) > _LEVELS.index(out["risk_level"])
+    ):
+        out["risk_level"] = level
+    elif out.get("risk_level") not in _LEVELS:
+        out["risk_level"] = "not_assessed"
+    if risk.get("rule"):
+        out["rule"] = risk["rule"]
+    out["paywarden_risk"] = {
+        "action": risk.get("action"),
+        "reasons": list(risk.get("reasons") or []),
+        "rule_predicate": risk.get("rule_predicate"),
+        "shadow_rules": list(risk.get("shadow_rules") or []),
+    }
+    return out
 
 
 def _auth_request_json(req: AuthorizationRequest) -> dict[str, Any]:
@@ -1312,6 +1708,7 @@ def _auth_request_json(req: AuthorizationRequest) -> dict[str, Any]:
         "description": req.description,
         "authentication_id": req.authentication_id,
         "return_url": req.return_url,
+        "request_three_d_secure": req.request_three_d_secure,
     }
 
 
@@ -1332,6 +1729,7 @@ def auth_request_from_json(d: dict[str, Any]) -> AuthorizationRequest:
         description=d.get("description"),
         authentication_id=d.get("authentication_id"),
         return_url=d.get("return_url"),
+        request_three_d_secure=bool(d.get("request_three_d_secure", False)),
     )
 
 

@@ -75,6 +75,9 @@ class PaymentIntent(ListableMixin, Base):
     return_url: Mapped[str | None] = mapped_column(String(2048))
     setup_future_usage: Mapped[str | None] = mapped_column(String(16))
     automatic_payment_methods: Mapped[dict[str, Any] | None]
+    # The fraud engine's latest assessment of this intent (score, level, rule,
+    # reasons, decision); copied onto the charge's ``outcome``.
+    risk: Mapped[dict[str, Any] | None]
     # Bumped on every state change; guards against lost updates.
     version: Mapped[int] = mapped_column(default=0)
 
@@ -100,6 +103,7 @@ class Charge(ListableMixin, Base):
     description: Mapped[str | None] = mapped_column(String(1000))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
     payment_method_details: Mapped[dict[str, Any]]
+    review_id: Mapped[str | None] = mapped_column(String(40))
 
 
 class Refund(ListableMixin, Base):

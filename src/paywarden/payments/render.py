@@ -41,7 +41,7 @@ def render_charge(ch: Charge) -> dict[str, Any]:
         "receipt_email": None,
         "receipt_url": None,
         "refunded": ch.captured and ch.amount_refunded >= ch.amount_captured > 0,
-        "review": None,
+        "review": ch.review_id,
         "statement_descriptor": None,
         "status": ch.status,
         "transfer_data": None,

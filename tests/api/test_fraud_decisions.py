@@ -1,0 +1,233 @@
+"""The fraud engine's decision inside confirm, through the API: allow, step-up,
+review, block, shadow rules, card testing, feedback and automatic block lists."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import httpx
+
+from tests.api.test_payment_flows import _complete_3ds
+from tests.conftest import Api, Merchant
+
+
+def _luhn_complete(prefix: str) -> str:
+    digits = [int(d) for d in prefix]
+    for check in range(10):
+        total = 0
+        for i, d in enumerate(reversed([*digits, check])):
+            if i % 2 == 1:
+                d *= 2
+                if d > 9:
+                    d -= 9
+            total += d
+        if total % 10 == 0:
+            return prefix + str(check)
+    raise AssertionError("unreachable")
+
+
+def _cards(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [_luhn_complete("424242" + "".join(rng.choice("0123456789") for _ in range(9)))
+            for _ in range(n)]  # fmt: skip
+
+
+def _rule(api: Api, text: str, mode: str = "active") -> str:
+    r = api.post("/v1/paywarden/fraud/rules", {"rule": text, "reason": "test", "mode": mode})
+    assert r.status_code == 200, r.text
+    return str(r.json()["id"])
+
+
+def _pay(api: Api, amount: int = 2000, **extra: Any) -> httpx.Response:
+    params: dict[str, Any] = {
+        "amount": amount,
+        "currency": "usd",
+        "payment_method": "pm_card_visa",
+        "confirm": True,
+    }
+    params.update(extra)
+    return api.post("/v1/payment_intents", params)
+
+
+def _charge(api: Api, charge_id: str) -> dict[str, Any]:
+    r = api.get(f"/v1/charges/{charge_id}")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _card_pm(api: Api, number: str) -> str:
+    r = api.post(
+        "/v1/payment_methods",
+        {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2034}},
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["id"])
+
+
+def test_an_allowed_payment_carries_its_score_and_reasons(api: Api) -> None:
+    r = _pay(api)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "succeeded"
+    outcome = _charge(api, r.json()["latest_charge"])["outcome"]
+    assert outcome["type"] == "authorized"
+    assert outcome["network_status"] == "approved_by_network"
+    assert isinstance(outcome["risk_score"], int) and 0 <= outcome["risk_score"] <= 99
+    assert outcome["risk_level"] == "normal"
+    assert outcome["rule"] is None
+    assert outcome["paywarden_risk"]["action"] == "allow"
+
+
+def test_a_block_rule_declines_before_anything_is_sent(api: Api) -> None:
+    rule = _rule(api, "Block if :amount_in_usd: > 900")
+    r = _pay(api, amount=95_000)
+    assert r.status_code == 402, r.text
+    err = r.json()["error"]
+    assert err["type"] == "card_error" and err["code"] == "card_declined"
+    assert err["decline_code"] == "fraudulent"
+    assert err["message"] == "Your card was declined."
+    pi = err["payment_intent"]
+    assert pi["status"] == "requires_payment_method"
+    charge = _charge(api, pi["latest_charge"])
+    assert charge["status"] == "failed"
+    out = charge["outcome"]
+    assert out["type"] == "blocked" and out["network_status"] == "not_sent_to_network"
+    assert out["rule"] == rule and out["reason"] == "rule"
+    assert rule in out["seller_message"]
+    # A smaller payment passes the same rule set.
+    assert _pay(api, amount=5_000).json()["status"] == "succeeded"
+
+
+def test_a_shadow_rule_changes_nothing_but_is_reported(api: Api) -> None:
+    shadow = _rule(api, "Block if :amount: > 0", mode="shadow")
+    r = _pay(api)
+    assert r.status_code == 200 and r.json()["status"] == "succeeded"
+    out = _charge(api, r.json()["latest_charge"])["outcome"]
+    assert out["type"] == "authorized" and out["rule"] is None
+    assert [s["id"] for s in out["paywarden_risk"]["shadow_rules"]] == [shadow]
+
+
+def test_a_request_3ds_rule_steps_up_then_the_payment_continues(api: Api) -> None:
+    rule = _rule(api, "Request 3DS if :amount: = 7777")
+    r = _pay(api, amount=7777, return_url="https://merchant.example/return")
+    assert r.status_code == 200, r.text
+    pi = r.json()
+    assert pi["status"] == "requires_action", pi
+    done = _complete_3ds(pi["next_action"]["redirect_to_url"]["url"], "authenticated")
+    back = api.client.get(done.headers["location"], follow_redirects=False)
+    assert back.status_code == 303
+    final = api.get(f"/v1/payment_intents/{pi['id']}").json()
+    assert final["status"] == "succeeded"
+    assert _charge(api, final["latest_charge"])["outcome"]["rule"] == rule
+
+
+def test_review_holds_funds_until_approved(api: Api) -> None:
+    _rule(api, "Review if :amount: = 5555")
+    r = _pay(api, amount=5555)
+    assert r.status_code == 200, r.text
+    pi = r.json()
+    assert pi["status"] == "requires_capture" and pi["amount_received"] == 0
+    charge = _charge(api, pi["latest_charge"])
+    assert charge["captured"] is False and charge["outcome"]["type"] == "manual_review"
+    review_id = charge["review"]
+    assert review_id.startswith("prv_")
+    # Nobody captures around an open review.
+    cap = api.post(f"/v1/payment_intents/{pi['id']}/capture")
+    assert cap.status_code == 400 and review_id in cap.json()["error"]["message"]
+    queue = api.get("/v1/reviews").json()
+    assert [x["id"] for x in queue["data"]] == [review_id]
+    review = api.get(f"/v1/reviews/{review_id}").json()
+    assert review["object"] == "review" and review["open"] is True
+    assert review["reason"] == "rule" and review["payment_intent"] == pi["id"]
+    approved = api.post(f"/v1/reviews/{review_id}/approve")
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["open"] is False and approved.json()["closed_reason"] == "approved"
+    final = api.get(f"/v1/payment_intents/{pi['id']}").json()
+    assert final["status"] == "succeeded" and final["amount_received"] == 5555
+    assert api.get("/v1/reviews").json()["data"] == []
+    again = api.post(f"/v1/reviews/{review_id}/approve")
+    assert again.status_code == 400
+    types = [e["type"] for e in api.get("/v1/events", {"limit": 100}).json()["data"]]
+    assert "review.opened" in types and "review.closed" in types
+
+
+def test_canceling_a_held_payment_closes_its_review(api: Api) -> None:
+    _rule(api, "Review if :amount: = 5556")
+    pi = _pay(api, amount=5556).json()
+    review_id = _charge(api, pi["latest_charge"])["review"]
+    canceled = api.post(f"/v1/payment_intents/{pi['id']}/cancel")
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    review = api.get(f"/v1/reviews/{review_id}").json()
+    assert review["open"] is False and review["closed_reason"] == "canceled"
+
+
+def test_card_testing_from_one_ip_is_blocked_within_a_few_attempts(api: Api) -> None:
+    attacker = {"ip_address": "203.0.113.9", "user_agent": "curl/8"}
+    statuses = []
+    for number in _cards(8, seed=1):
+        pm = _card_pm(api, number)
+        r = _pay(api, amount=100, payment_method=pm, paywarden_risk_context=attacker)
+        statuses.append(r.status_code)
+    assert statuses[:4] == [200] * 4
+    assert statuses[4:] == [402] * 4  # the fifth distinct card in the hour is blocked
+    # A normal customer on another address keeps paying.
+    normal = _pay(api, paywarden_risk_context={"ip_address": "198.51.100.20"})
+    assert normal.status_code == 200 and normal.json()["status"] == "succeeded"
+
+
+def test_card_testing_from_one_device_is_blocked(api: Api, merchant: Merchant) -> None:
+    session = api.post(
+        "/v1/paywarden/device_sessions",
+        {"signals": {"screen": "1920x1080", "timezone": "Europe/Paris", "platform": "Linux"}},
+        key=merchant.publishable_key,
+    )
+    assert session.status_code == 200, session.text
+    token = session.json()["token"]
+    codes = []
+    for i, number in enumerate(_cards(6, seed=2)):
+        pm = _card_pm(api, number)
+        # A new IP address each time: the device gives the attacker away.
+        ctx = {"ip_address": f"192.0.2.{i + 1}", "device_token": token}
+        codes.append(_pay(api, amount=100, payment_method=pm, paywarden_risk_context=ctx))
+    assert [c.status_code for c in codes] == [200, 200, 200, 200, 402, 402]
+    out = codes[-1].json()["error"]["payment_intent"]["latest_charge"]
+    assert _charge(api, out)["outcome"]["rule"] == "rule_default_cards_per_device"
+
+
+def test_reported_fraud_blocks_the_card_from_then_on(api: Api) -> None:
+    pm = _card_pm(api, _cards(1, seed=3)[0])
+    pi = _pay(api, payment_method=pm, paywarden_risk_context={"ip_address": "198.51.100.7"})
+    assert pi.status_code == 200
+    refund = api.post(
+        "/v1/refunds", {"payment_intent": pi.json()["id"], "reason": "fraudulent"}
+    )
+    assert refund.status_code == 200, refund.text
+    lists = api.get("/v1/radar/value_lists", {"alias": "paywarden_blocked_cards"}).json()
+    assert len(lists["data"]) == 1 and lists["data"][0]["list_items"]["data"]
+    ips = api.get("/v1/radar/value_lists", {"alias": "paywarden_blocked_ips"}).json()
+    assert [i["value"] for i in ips["data"][0]["list_items"]["data"]] == ["198.51.100.7"]
+    again = _pay(api, payment_method=_card_pm(api, _cards(1, seed=3)[0]))
+    assert again.status_code == 402
+    charge = _charge(api, again.json()["error"]["payment_intent"]["latest_charge"])
+    assert charge["outcome"]["rule"] == "rule_default_blocked_card"
+
+
+def test_an_explicit_report_records_the_label_delay(api: Api) -> None:
+    pi = _pay(api).json()
+    r = api.post("/v1/paywarden/fraud/reports", {"charge": pi["latest_charge"], "label": "safe"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["label"] == "safe" and body["delay_seconds"] >= 0
+    bad = api.post("/v1/paywarden/fraud/reports", {"charge": "ch_nope", "label": "fraudulent"})
+    assert bad.status_code == 404
+    wrong = api.post("/v1/paywarden/fraud/reports", {"charge": pi["latest_charge"], "label": "x"})
+    assert wrong.status_code == 400
+
+
+def test_a_bad_risk_context_is_a_clean_400(api: Api) -> None:
+    r = _pay(api, paywarden_risk_context={"ip_address": "not-an-ip"})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "paywarden_risk_context[ip_address]"
+    r = _pay(api, paywarden_risk_context={"shoe_size": "44"})
+    assert r.status_code == 400
+    assert api.get("/v1/payment_intents").json()["data"] == []
