@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     fraud_default_rules: bool = Field(
         default=True, description="Paywarden's built-in rules (card testing, highest risk)"
     )
+    fraud_velocity_prefix: str = Field(
+        default="pw:vel:", description="Key prefix of the velocity counters on Redis"
+    )
     fraud_auto_block: bool = Field(
         default=True, description="Confirmed fraud adds the card, device and IP to block lists"
     )

@@ -29,3 +29,54 @@ def test_value_lists_with_the_sdk(client: stripe.StripeClient) -> None:
     assert client.v1.radar.value_lists.delete(vl.id).deleted is True
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.radar.value_lists.retrieve(vl.id)
+
+
+def test_the_review_queue_with_the_sdk(client: stripe.StripeClient) -> None:
+    amount = 4000 + uuid.uuid4().int % 999  # a rule of this test's own
+    client.raw_request(
+        "post",
+        "/v1/paywarden/fraud/rules",
+        rule=f"Review if :amount: = {amount}",
+        reason="e2e: hold this amount for an analyst",
+    )
+    pi = client.v1.payment_intents.create(
+        params={
+            "amount": amount,
+            "currency": "usd",
+            "payment_method": "pm_card_visa",
+            "confirm": True,
+        }
+    )
+    assert pi.status == "requires_capture"
+    charge = client.v1.charges.retrieve(str(pi.latest_charge))
+    assert charge.outcome is not None and charge.outcome.type == "manual_review"
+    assert isinstance(charge.outcome.risk_score, int)
+    review_id = str(charge.review)
+    queue = client.v1.reviews.list(params={"limit": 100})
+    assert review_id in [r.id for r in queue.data]
+    review = client.v1.reviews.retrieve(review_id)
+    assert review.open is True and review.payment_intent == pi.id
+    approved = client.v1.reviews.approve(review_id)
+    assert approved.open is False and approved.closed_reason == "approved"
+    assert client.v1.payment_intents.retrieve(pi.id).status == "succeeded"
+
+
+def test_a_blocked_payment_with_the_sdk(client: stripe.StripeClient) -> None:
+    amount = 6000 + uuid.uuid4().int % 999
+    client.raw_request(
+        "post",
+        "/v1/paywarden/fraud/rules",
+        rule=f"Block if :amount: = {amount}",
+        reason="e2e: block this amount",
+    )
+    with pytest.raises(stripe.CardError) as caught:
+        client.v1.payment_intents.create(
+            params={
+                "amount": amount,
+                "currency": "usd",
+                "payment_method": "pm_card_visa",
+                "confirm": True,
+            }
+        )
+    assert caught.value.code == "card_declined"
+    assert caught.value.error is not None and caught.value.error.decline_code == "fraudulent"

@@ -4,7 +4,6 @@ separate processes sharing one counter."""
 from __future__ import annotations
 
 import multiprocessing
-import uuid
 from collections.abc import Iterator
 from multiprocessing.synchronize import Barrier
 
@@ -13,27 +12,12 @@ import pytest
 import redis
 from paywarden.fraud.velocity import RETENTION_SECONDS, PaymentEvent
 from paywarden.fraud.velocity_redis import RedisVelocityStore
-from tests.conftest import redis_url, require_service
+from tests.conftest import redis_url
 from tests.fraud.test_velocity import T0, VelocityBehaviour, ev
 
 pytestmark = pytest.mark.redis
 
 PER_WORKER = 300
-
-
-def _probe() -> None:
-    redis.Redis.from_url(redis_url(), socket_connect_timeout=2).ping()
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A key prefix of this test's own; every key under it is deleted afterwards."""
-    require_service("Redis", _probe)
-    p = f"pwtest:vel:{uuid.uuid4().hex[:12]}:"
-    yield p
-    cleaner = RedisVelocityStore(redis_url(), prefix=p)
-    cleaner.clear()
-    cleaner.close()
 
 
 class TestRedisStore(VelocityBehaviour):

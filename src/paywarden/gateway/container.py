@@ -129,7 +129,7 @@ def build_fraud_engine(
     if settings.redis_url:
         from paywarden.fraud.velocity_redis import RedisVelocityStore
 
-        velocity = RedisVelocityStore(settings.redis_url)
+        velocity = RedisVelocityStore(settings.redis_url, prefix=settings.fraud_velocity_prefix)
     else:
         from paywarden.fraud.velocity_sqlite import SqliteVelocityStore
 

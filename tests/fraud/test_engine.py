@@ -1,0 +1,112 @@
+"""The decision engine on its own: the shipped model catches a compromised card
+(spending far above the card's habits) and lets large first payments through."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from paywarden.db import Database
+from paywarden.fraud.engine import DEFAULT_MODEL_PATH, FraudEngine, PaymentSignals
+from paywarden.fraud.features import FeatureState
+from paywarden.fraud.model import RiskModel
+from paywarden.fraud.velocity import MemoryVelocityStore
+from paywarden.migrations import upgrade
+
+T0 = 1_790_000_000.0
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    upgrade(url)
+    d = Database(url)
+    yield d
+    d.dispose()
+
+
+@pytest.fixture
+def engine() -> Iterator[FraudEngine]:
+    model = RiskModel.load(DEFAULT_MODEL_PATH, expected_features=FeatureState().names)
+    e = FraudEngine(velocity=MemoryVelocityStore(), identifier_key=b"k" * 32, model=model)
+    # Ten days of a merchant's ordinary traffic: 300 cards, $20-80 each.
+    rng = random.Random(5)
+    history = [
+        (f"pi_{i}", T0 + i * 300.0, f"card{i % 300}", "acct_1", rng.randint(2000, 8000))
+        for i in range(3000)
+    ]
+    e.warm_up(history)
+    yield e
+    e.close()
+
+
+def _assess(e: FraudEngine, db: Database, n: int, card: str, cents: int) -> tuple[str, str]:
+    with db.write() as s:
+        d = e.assess(
+            s,
+            PaymentSignals(
+                account_id="acct_1",
+                livemode=False,
+                payment_intent_id=f"pi_x{n}",
+                attempt_key=f"pi_x{n}:0",
+                at=T0 + 3000 * 300.0 + n * 3600.0,
+                amount=cents,
+                currency="usd",
+                card_fingerprint=card,
+            ),
+        )
+    assert d.risk_score is not None and d.reasons
+    return d.action, d.risk_level
+
+
+def test_a_compromised_card_is_caught_and_new_cards_pass(engine: FraudEngine, db: Database) -> None:
+    # A first payment of any size on a new card is not suspicious by itself.
+    assert _assess(engine, db, 1, "fresh", 150_000) == ("allow", "normal")
+    # card5 usually spends $20-80; a thief spends several times that, repeatedly.
+    spend = (30_000, 45_000, 60_000, 90_000)
+    seen = [_assess(engine, db, n, "card5", cents) for n, cents in enumerate(spend, 2)]
+    assert seen[0] == ("allow", "normal")  # one unusual purchase is not yet fraud
+    assert seen[-1] == ("block", "highest"), seen  # the pattern is
+    assert all(level != "normal" for _, level in seen[2:]), seen
+    # Its ordinary spending elsewhere is untouched.
+    assert _assess(engine, db, 9, "card7", 5_000) == ("allow", "normal")
+
+
+def test_euro_amounts_are_scored_in_dollars(engine: FraudEngine, db: Database) -> None:
+    with db.write() as s:
+        d = engine.assess(
+            s,
+            PaymentSignals(
+                account_id="acct_1",
+                livemode=False,
+                payment_intent_id="pi_eur",
+                attempt_key="pi_eur:0",
+                at=T0 + 3000 * 300.0,
+                amount=5_000,
+                currency="eur",
+                card_fingerprint="card9",
+                ip_address="81.2.69.160",  # a GeoLite2 test address in GB
+            ),
+        )
+    assert d.action == "allow" and d.risk_score is not None
+
+
+def test_without_a_model_rules_still_decide(db: Database) -> None:
+    e = FraudEngine(velocity=MemoryVelocityStore(), identifier_key=b"k" * 32)
+    with db.write() as s:
+        d = e.assess(
+            s,
+            PaymentSignals(
+                account_id="a",
+                livemode=False,
+                payment_intent_id="pi_1",
+                attempt_key="pi_1:0",
+                at=T0,
+                amount=100,
+                currency="usd",
+            ),
+        )
+    assert d.action == "allow" and d.risk_score is None and d.risk_level == "not_assessed"
