@@ -159,6 +159,7 @@ class World:
             "webhook_endpoints": self.webhook,
             "tokens": self.token,
             "radar": self.value_list,
+            "audit": self.value_list,  # the audit API has no per-object reads by id
         }[resource]
 
 
@@ -339,6 +340,11 @@ HAPPY: dict[tuple[str, str], Happy] = {
     ),
     ("GET", "/v1/paywarden/fraud/rules"): lambda w: (None, {}),
     ("GET", "/v1/reviews"): lambda w: (None, {}),
+    ("GET", "/v1/paywarden/audit/tree_head"): lambda w: (None, {}),
+    ("GET", "/v1/paywarden/audit/public_keys"): lambda w: (None, {}),
+    ("GET", "/v1/paywarden/audit/entries"): lambda w: (None, {}),
+    ("GET", "/v1/paywarden/audit/proofs/inclusion"): lambda w: (None, {"seq": 0}),
+    ("GET", "/v1/paywarden/audit/proofs/consistency"): lambda w: (None, {"old_size": 1}),
     ("GET", "/v1/reviews/{id}"): lambda w: (w.review, {}),
     ("POST", "/v1/reviews/{id}/approve"): lambda w: (w.review, {}),
     ("POST", "/v1/paywarden/fraud/reports"): lambda w: (

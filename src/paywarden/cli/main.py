@@ -29,6 +29,42 @@ def _settings() -> Settings:
     return s
 
 
+def _audit(
+    settings: Settings,
+    event: str,
+    *,
+    resource: tuple[str, str | None],
+    account: str | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Record a CLI action (merchants, API keys) in the gateway's audit log,
+    *before* its transaction commits: if the entry cannot be written, the
+    action does not happen (no unaudited credential change)."""
+    import getpass
+
+    from paywarden.audit import Actor, AuditError, Resource
+    from paywarden.audit.service import open_reader
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    log = open_reader(settings, "gateway")
+    try:
+        log.record(
+            event=event,
+            outcome="success",
+            actor=Actor.cli(user),
+            resource=Resource(*resource),
+            account=account,
+            details=details,
+        )
+    except AuditError as exc:
+        raise click.ClickException(f"the audit log is unavailable: {exc}") from exc
+    finally:
+        log.close()
+
+
 def _db(settings: Settings) -> Database:
     upgrade(settings.resolved_database_url)
     return Database(settings.resolved_database_url)
@@ -76,6 +112,7 @@ def merchants_create(name: str, email: str | None, as_json: bool) -> None:
             now=now,
             key_name="default",
         )
+        _audit(s, "merchant.created", resource=("account", acct.id), account=acct.id)
         out = {
             "account": acct.id,
             "secret_key": sk.secret.reveal(),
@@ -125,6 +162,13 @@ def keys_create(
                 now=int(time.time()),
                 name=name,
                 scopes=scope_map,
+            )
+            _audit(
+                s,
+                "api_key.created",
+                resource=("api_key", k.record_id),
+                account=account,
+                details={"kind": kind, "livemode": live, "scopes": scope_map},
             )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -180,6 +224,13 @@ def keys_roll(account: str, key_id: str, overlap: int | None, as_json: bool) -> 
                 now=int(time.time()),
                 overlap_seconds=s.key_roll_default_overlap_seconds if overlap is None else overlap,
             )
+            _audit(
+                s,
+                "api_key.rolled",
+                resource=("api_key", key_id),
+                account=account,
+                details={"new_key": k.record_id, "overlap_seconds": overlap},
+            )
     except (LookupError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     _print_keys({"id": k.record_id, "key": k.secret.reveal(), "old_key_id": key_id}, as_json)
@@ -194,6 +245,7 @@ def keys_revoke(account: str, key_id: str) -> None:
     try:
         with database.write() as sess:
             tenancy.revoke_key(sess, account_id=account, key_id=key_id, now=int(time.time()))
+            _audit(s, "api_key.revoked", resource=("api_key", key_id), account=account)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"revoked {key_id}")
@@ -221,6 +273,7 @@ def ensure_dev_merchant(settings: Settings, database: Database) -> dict[str, Any
             now=now,
             key_name="dev",
         )
+        _audit(settings, "merchant.created", resource=("account", acct.id), account=acct.id)
         creds = {
             "gateway_url": settings.base_url,
             "account": acct.id,
@@ -397,9 +450,11 @@ def reconcile_once() -> None:
 
 
 def _register_vault() -> None:
+    from paywarden.cli.audit import register as register_audit
     from paywarden.cli.vault import register
 
     register(main, _settings)
+    register_audit(main, _settings)
 
 
 @main.group()

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from paywarden.clients import browser_helper_source
 from paywarden.core.errors import StripeError
-from paywarden.gateway import fraud_routes, webhook_routes
+from paywarden.gateway import audit_routes, fraud_routes, webhook_routes
 from paywarden.gateway.container import Gateway
 from paywarden.gateway.routes import endpoints
 from paywarden.http.api import RequestIdMiddleware, error_response, make_route, not_found
@@ -78,7 +78,12 @@ def create_app(gw: Gateway, *, background: bool = False) -> Starlette:
 
     routes = [
         make_route(gw, ep)
-        for ep in [*endpoints(), *webhook_routes.endpoints(), *fraud_routes.endpoints()]
+        for ep in [
+            *endpoints(),
+            *webhook_routes.endpoints(),
+            *fraud_routes.endpoints(),
+            *audit_routes.endpoints(),
+        ]
     ]
     routes.append(Route("/v1/paywarden/3ds/return/{attempt_id}", three_ds_return, methods=["GET"]))
     routes.append(Route("/healthz", health, methods=["GET"]))

@@ -9,6 +9,7 @@ from typing import Any
 
 from paywarden.acquirers.http_connector import HttpAcquirerConnector
 from paywarden.acquirers.router import AcquirerRouter
+from paywarden.audit import AuditLog, open_gateway_audit
 from paywarden.config import ServiceSecrets, Settings
 from paywarden.core.clock import Clock, SystemClock
 from paywarden.db import Database
@@ -33,6 +34,7 @@ class Gateway:
     payments: Payments
     vault: VaultClient | None = None
     device_tokens: DeviceTokens | None = None
+    audit: AuditLog | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -42,6 +44,8 @@ class Gateway:
         if self.vault is not None:
             self.vault.close()
         self.db.dispose()
+        if self.audit is not None:
+            self.audit.close()
         close = getattr(self.failures, "close", None)
         if close is not None:
             close()
@@ -53,6 +57,7 @@ def build_gateway(
     *,
     clock: Clock | None = None,
     router: AcquirerRouter | None = None,
+    audit: bool = True,
 ) -> Gateway:
     clock = clock or SystemClock()
     db = Database(settings.resolved_database_url)
@@ -105,6 +110,7 @@ def build_gateway(
         payments=payments,
         vault=vault,
         device_tokens=device_tokens,
+        audit=open_gateway_audit(settings, secrets) if audit else None,
     )
 
 

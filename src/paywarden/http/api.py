@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from paywarden.audit.errors import AuditError
 from paywarden.core.errors import (
     ApiError,
     AuthenticationError,
@@ -37,6 +38,7 @@ from paywarden.core.errors import (
     StripeError,
 )
 from paywarden.core.ids import new_id
+from paywarden.http import auditing
 from paywarden.http.cardguard import card_fingerprint, refuse_card_data_in_url, take_card_data
 from paywarden.http.forms import build_nested, decode_form, decode_json
 from paywarden.http.params import Param, validate
@@ -332,7 +334,37 @@ def _process(
 def _execute(
     gw: Gateway, ep: Endpoint, call: Call, values: dict[str, Any], path_params: dict[str, str]
 ) -> tuple[int, str, dict[str, str]]:
-    result = ep.handler(gw, call, values, **path_params)
+    what = auditing.audited(ep.method, ep.path)
+    if what is None or gw.audit is None:
+        result = ep.handler(gw, call, values, **path_params)
+        return 200, dumps(result), {}
+    object_id = path_params.get("id")
+    try:
+        result = ep.handler(gw, call, values, **path_params)
+    except StripeError as err:
+        auditing.record_call(
+            gw,
+            call,
+            what,
+            outcome="failure",
+            object_id=object_id,
+            details={"status": err.status, "code": err.code},
+        )
+        raise
+    created = result.get("id") if isinstance(result, dict) else None
+    try:
+        auditing.record_call(
+            gw,
+            call,
+            what,
+            outcome="success",
+            object_id=object_id or (str(created) if created else None),
+        )
+    except AuditError:
+        log.exception("audit log unavailable after %s %s", ep.method, ep.path)
+        raise ServiceUnavailableError(
+            "The audit log could not record this action. Try again.", code="audit_unavailable"
+        ) from None
     return 200, dumps(result), {}
 
 
@@ -372,6 +404,9 @@ def _fail(
             key_hint=key_hint,
             detail=err.code,
         )
+    auditing.record_auth_failure(
+        gw, kind=kind, source=source, request_id=rid, code=err.code, key_hint=key_hint
+    )
     raise err
 
 
@@ -408,6 +443,16 @@ def _authorize(gw: Gateway, ep: Endpoint, auth: AuthContext, source: str, rid: s
             account_id=auth.account_id,
             detail=f"{ep.method} {ep.path}",
         )
+    auditing.record_auth_failure(
+        gw,
+        kind="authz_denied",
+        source=source,
+        request_id=rid,
+        code=err.code,
+        account_id=auth.account_id,
+        key_id=auth.key_id,
+        target=f"{ep.method} {ep.path}",
+    )
     raise err
 
 

@@ -18,6 +18,7 @@ RESOURCES = (
     "webhook_endpoints",
     "tokens",
     "radar",
+    "audit",  # the auditor's API: read-only, every call audited
 )
 LEVELS = ("none", "read", "write")
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from paywarden.audit import open_vault_audit
 from paywarden.config import Settings, ensure_home
 from paywarden.core.clock import Clock, SystemClock
 from paywarden.core.secrets import Secret
@@ -72,12 +73,16 @@ def policy_from(settings: Settings) -> VaultPolicy:
     )
 
 
-def build_vault(settings: Settings, *, clock: Clock | None = None) -> VaultService:
+def build_vault(
+    settings: Settings, *, clock: Clock | None = None, audit: bool = True
+) -> VaultService:
     home = ensure_home(settings.resolved_vault_home)
     os.chmod(home, 0o700)
+    kms = build_kms(settings)
     return VaultService(
         db=vault_database(settings.resolved_vault_database_url),
-        kms=build_kms(settings),
+        kms=kms,
+        audit=open_vault_audit(settings, kms) if audit else None,
         bins=BinTable.load_default(),
         clock=clock or SystemClock(),
         policy=policy_from(settings),
@@ -88,10 +93,44 @@ def build_vault(settings: Settings, *, clock: Clock | None = None) -> VaultServi
 def ensure_pki(settings: Settings) -> Pki:
     """Dev CA, the vault's server certificate, and the gateway and operator
     client certificates; created on first run, renewed when near expiry."""
-    pki = Pki(settings.resolved_pki_dir, leaf_days=settings.tls_leaf_days)
+    pki = Pki(
+        settings.resolved_pki_dir,
+        leaf_days=settings.tls_leaf_days,
+        on_event=_pki_auditor(settings),
+    )
     hosts = sorted({settings.vault_host, "127.0.0.1", "localhost"})
     pki.ensure(server_hosts=hosts, clients=("gateway", "operator"))
     return pki
+
+
+def _pki_auditor(settings: Settings) -> Callable[[str, dict[str, Any]], None]:
+    """Certificates issued and revoked, and new CAs, go to the vault's audit
+    log (PCI DSS 10.2.1.5), as the user running the command."""
+
+    def record(event: str, details: dict[str, Any]) -> None:
+        import getpass
+
+        from paywarden.audit import Actor, Resource
+        from paywarden.audit.service import open_reader
+
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        ensure_home(settings.resolved_vault_home)
+        log = open_reader(settings, "vault")
+        try:
+            log.record(
+                event=event,
+                outcome="success",
+                actor=Actor.cli(user),
+                resource=Resource("certificate", details.get("name") or details.get("serial")),
+                details=details,
+            )
+        finally:
+            log.close()
+
+    return record
 
 
 def revocation_check(pki: Pki) -> Callable[[], frozenset[str]]:

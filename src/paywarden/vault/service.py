@@ -25,6 +25,10 @@ import httpx
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from paywarden.audit import Actor as AuditActor
+from paywarden.audit import AuditError, AuditLog
+from paywarden.audit import Origin as AuditOrigin
+from paywarden.audit import Resource as AuditResource
 from paywarden.core.clock import Clock
 from paywarden.core.ids import new_id
 from paywarden.core.secrets import CardNumber, SecretBytes
@@ -177,7 +181,9 @@ class VaultService:
         policy: VaultPolicy,
         destinations: Mapping[str, str],
         http: httpx.Client | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
+        self.audit = audit
         self.db = db
         self.kms = kms
         self.bins = bins
@@ -196,6 +202,8 @@ class VaultService:
 
     def close(self) -> None:
         self._http.close()
+        if self.audit is not None:
+            self.audit.close()
 
     def _now(self) -> int:
         return int(self.clock.now())
@@ -215,6 +223,18 @@ class VaultService:
         reason: str | None = None,
         detail: str | None = None,
     ) -> None:
+        # The tamper-evident entry first, durably, inside this transaction: if
+        # it cannot be written the transaction rolls back and the action fails.
+        self._audit(
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            token=token,
+            account_id=account_id,
+            request_id=request_id,
+            reason=reason,
+            detail=detail,
+        )
         # Core inserts, not ORM units of work: the hot path writes three or
         # four rows per tokenization and the ORM's bookkeeping dominated it.
         s.execute(
@@ -231,6 +251,53 @@ class VaultService:
                 detail=detail,
             )
         )
+
+    def _audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        outcome: str,
+        token: str | None = None,
+        account_id: str | None = None,
+        request_id: str | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """One entry in the vault's Merkle audit log (PCI DSS 10.2.1): card data
+        access, operator actions, key changes, refusals. Raises a 503
+        :class:`VaultError` when the entry cannot be made durable."""
+        if self.audit is None:
+            return
+        if actor in ("gateway",):
+            who = AuditActor.service(actor)
+        elif actor == "system":
+            who = AuditActor.system("paywarden-vault")
+        elif actor == "unknown":
+            who = AuditActor.anonymous()
+        else:
+            who = AuditActor.operator(actor[:128])
+        try:
+            self.audit.record(
+                event=f"vault.{action}",
+                outcome="success" if outcome == "success" else "failure",
+                actor=who,
+                origin=AuditOrigin(
+                    request_id=request_id or None,
+                    client_cert=actor[:128] if who.type in ("service", "operator") else None,
+                ),
+                resource=AuditResource("card", token) if token else None,
+                account=account_id,
+                reason=reason,
+                details={"result": outcome, "detail": (detail or "")[:200] or None},
+            )
+        except AuditError:
+            log.exception("vault audit log unavailable action=%s", action)
+            raise VaultError(
+                "The audit log is unavailable; nothing was done.",
+                status=503,
+                code="audit_unavailable",
+            ) from None
 
     def log_refusal(self, *, actor: str, action: str, request_id: str | None, detail: str) -> None:
         with self.db.write() as s:
@@ -609,6 +676,16 @@ class VaultService:
                 if cvc_row is not None and cvc_row.expires_at > self._now()
                 else None
             )
+        # The card leaves the vault here: its access is on the record first.
+        self._audit(
+            actor=actor,
+            action="forward_begin",
+            outcome="success",
+            token=token,
+            account_id=account_id,
+            request_id=request_id,
+            detail=f"destination={destination}",
+        )
         data_key, clear = self._open_card(row)
         clear_number = str(clear["number"])
         card: dict[str, Any] = {
@@ -838,6 +915,10 @@ class VaultService:
         """
         current = self.kms.current_version()
         done = 0
+        if self.audit is not None:
+            # The audit log's sealed signing keys move to the new KEK too, so
+            # retiring the old version never locks the log out of its keys.
+            done += self.audit.reseal_keys()
         with self.db.read() as s:
             cards = s.execute(
                 select(VaultCard.pk, VaultCard.token, VaultCard.account_id, VaultCard.kek_version)

@@ -39,7 +39,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -200,7 +200,12 @@ class Pki:
         leaf_days: int = 90,
         renew_before_days: int = 14,
         clock: Clock | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
+        """``on_event(event, details)`` is told of every certificate issued or
+        revoked and every new CA (the vault's audit log listens: PCI DSS
+        10.2.1.5) as it happens; if it raises, the command fails."""
+        self._on_event = on_event
         if min(ca_days, leaf_days) < 1 or renew_before_days < 0:
             raise PkiError("validity periods must be positive")
         self.directory = Path(directory)
@@ -331,6 +336,11 @@ class Pki:
             index = self._index()
             for entry in index["certificates"]:
                 if entry["serial"] == _serial_hex(serial):
+                    self._emit(
+                        "certificate.revoked",
+                        serial=_serial_hex(serial),
+                        fingerprint_sha256=entry.get("fingerprint_sha256"),
+                    )
                     entry["revoked"] = True
                     entry["revoked_at"] = self._now().isoformat()
                     self._write_index(index)
@@ -499,6 +509,7 @@ class Pki:
         atomic_write(path, pem, mode=0o600)
 
     def _new_ca(self) -> None:
+        self._emit("ca.created")
         with self._locked():
             now = self._now()
             key = ec.generate_private_key(ec.SECP256R1())
@@ -667,7 +678,20 @@ class Pki:
                 self._cert_path(name), cert.public_bytes(serialization.Encoding.PEM), mode=0o644
             )
             self._record(name, kind, cert, ca_cert)
-            return self._issued(name, cert)
+            issued = self._issued(name, cert)
+            self._emit(
+                "certificate.issued",
+                name=name,
+                kind=kind,
+                serial=_serial_hex(issued.serial),
+                fingerprint_sha256=issued.fingerprint_sha256,
+                not_after=issued.not_after.isoformat(),
+            )
+            return issued
+
+    def _emit(self, event: str, **details: Any) -> None:
+        if self._on_event is not None:
+            self._on_event(event, details)
 
     def _issued(self, name: str, cert: x509.Certificate) -> IssuedCert:
         return IssuedCert(
