@@ -185,3 +185,12 @@ def test_zz_no_card_number_anywhere(
             if _patterns(number).search(data):
                 leaks.append(f"{path.relative_to(stack.home.parent)}: {number[:6]}…")
     assert not leaks, f"card numbers found in clear: {leaks}"
+    # The audit logs (gateway and vault) and the log files hold no API key and
+    # no webhook signing secret either.
+    audited = [p for p in files if p.name == "audit.sqlite" or p.suffix == ".log"]
+    assert sum(p.name == "audit.sqlite" for p in audited) == 2, audited
+    secrets = [*stack.issued_secrets, str(hook.secret)]
+    for path in audited:
+        data = path.read_bytes()
+        found = [s[:10] for s in secrets if s and s.encode() in data]
+        assert not found, f"secrets in {path.name}: {found}"

@@ -42,7 +42,7 @@ from paywarden.audit.entry import Actor, canonical_json, format_time, time_micro
 from paywarden.audit.errors import AuditError
 from paywarden.audit.log import AuditLog
 from paywarden.audit.signing import ARCHIVE_DOMAIN
-from paywarden.audit.store import ADMIN_LOCK, AuditStore, archives, entries
+from paywarden.audit.store import ADMIN_LOCK, AuditStore, archives, as_bytes, entries
 from paywarden.core.files import atomic_write
 
 FORMAT = "paywarden-audit-archive/v1"
@@ -198,13 +198,13 @@ def _archive_segment(
     for seq, leaf, raw, micros in rows:
         if _from_micros(int(micros)).strftime("%Y-%m") != month:
             break
-        body = bytes(raw)
+        body = as_bytes(raw)
         # Archive only what verifies: the row is in place, its body matches its
         # leaf hash and the node cache (the tree the signed heads commit to).
-        if seq != start + len(bodies) or merkle.leaf_hash(body) != bytes(leaf):
+        if seq != start + len(bodies) or merkle.leaf_hash(body) != as_bytes(leaf):
             raise AuditError(f"entry {start + len(bodies)} does not verify; archiving stopped")
         bodies.append(body)
-        leaves.append(bytes(leaf))
+        leaves.append(as_bytes(leaf))
         last_time = int(micros)
     stop = start + len(bodies)
     before = _frontier_at(log, start)

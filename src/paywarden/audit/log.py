@@ -43,6 +43,7 @@ from paywarden.audit.signing import Signer, TreeHead, load_tree_heads
 from paywarden.audit.store import (
     AuditStore,
     Row,
+    as_bytes,
     entries,
     signing_keys,
     tree_heads,
@@ -409,7 +410,7 @@ class AuditLog:
         if row is None:
             return None
         return TreeHead(
-            self.service, int(row[0]), int(row[1]), bytes(row[2]), str(row[3]), bytes(row[4])
+            self.service, int(row[0]), int(row[1]), as_bytes(row[2]), str(row[3]), as_bytes(row[4])
         )
 
     def tree_heads(self) -> list[TreeHead]:
@@ -485,7 +486,7 @@ class AuditLog:
             leaf_index=seq,
             tree_size=size,
             leaf_hash=self.tree.leaf_hash(seq),
-            entry=bytes(body) if body is not None else None,
+            entry=as_bytes(body) if body is not None else None,
             proof=proof,
             root_hash=self.tree.root_at(size),
             tree_head=head,
@@ -523,7 +524,7 @@ class AuditLog:
             if not rows:
                 return
             for seq, body in rows:
-                yield int(seq), bytes(body)
+                yield int(seq), as_bytes(body)
             pos = int(rows[-1][0]) + 1
 
     def entries(self, start: int = 0, stop: int | None = None) -> list[Entry]:

@@ -377,5 +377,22 @@ class AuditStore:
             for level, idx, h in conn.execute(
                 select(nodes.c.level, nodes.c.idx, nodes.c.hash).where(cond)
             ):
-                out[int(level), int(idx)] = bytes(h)
+                out[int(level), int(idx)] = as_bytes(h)
         return out
+
+
+def as_bytes(value: object) -> bytes:
+    """A BLOB column's value as bytes, whatever a hand edit left there.
+
+    Someone changing a row with the sqlite3 shell easily turns a BLOB into TEXT
+    (``replace()`` returns text) or NULL; verification must then name the row,
+    not crash on it."""
+    if type(value) is bytes:
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if value is None:
+        return b""
+    return str(value).encode("utf-8", "surrogateescape")

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from paywarden.audit import merkle
 from paywarden.audit.errors import AuditError
-from paywarden.audit.store import TREE_LOCK, AuditStore, entries, nodes
+from paywarden.audit.store import TREE_LOCK, AuditStore, as_bytes, entries, nodes
 
 T = TypeVar("T")
 
@@ -84,7 +84,7 @@ class TreeCache:
         for seq, leaf in rows:
             if seq != cr.size:
                 raise TreeError(f"entry {cr.size} is missing; the node cache stops before it")
-            completed.extend(cr.append(bytes(leaf)))
+            completed.extend(cr.append(as_bytes(leaf)))
         with self._store.writing(TREE_LOCK) as conn:
             now_size = AuditStore.read_state(conn)["tree_size"][0]
             if now_size != size:

@@ -46,7 +46,7 @@ from paywarden.audit.archive import (
 from paywarden.audit.crypto import verify_signature
 from paywarden.audit.entry import TIME_LEN, Entry, seq_tail
 from paywarden.audit.signing import PublicKeyInfo, TreeHead, load_public_keys, load_tree_heads
-from paywarden.audit.store import AuditStore, entries, nodes
+from paywarden.audit.store import AuditStore, as_bytes, entries, nodes
 
 CHECK_LEVEL = 8  # blocks of 256 leaves
 CHUNK = 50_000
@@ -287,7 +287,7 @@ def _verify_online(
                 batch = []
                 _missing(store, expected, seq, walker, report)
                 expected = seq
-            body = raw if type(raw) is bytes else bytes(raw)
+            body = as_bytes(raw)
             leaf = sha256(b"\x00" + body).digest()
             if leaf != stored:
                 findings.append(
@@ -355,7 +355,7 @@ def _localise(store: AuditStore, lo: int, hi: int, walker: _Walker, report: Veri
     block = 1 << CHECK_LEVEL
     with store.reading() as conn:
         cached = {
-            (int(level), int(idx)): bytes(h)
+            (int(level), int(idx)): as_bytes(h)
             for level, idx, h in conn.execute(
                 select(nodes.c.level, nodes.c.idx, nodes.c.hash).where(nodes.c.level >= CHECK_LEVEL)
             )
@@ -393,7 +393,7 @@ def _drill(store: AuditStore, lo: int, hi: int, named: set[int], report: VerifyR
             select(entries.c.seq, entries.c.body).where(entries.c.seq >= lo, entries.c.seq < hi)
         ).all()
         cached = {
-            int(idx): bytes(h)
+            int(idx): as_bytes(h)
             for idx, h in conn.execute(
                 select(nodes.c.idx, nodes.c.hash).where(
                     and_(nodes.c.level == 0, nodes.c.idx >= lo, nodes.c.idx < hi)
@@ -404,7 +404,7 @@ def _drill(store: AuditStore, lo: int, hi: int, named: set[int], report: VerifyR
         seq = int(row_seq)
         if seq in named or seq not in cached:
             continue
-        if merkle.leaf_hash(bytes(body)) != cached[seq]:
+        if merkle.leaf_hash(as_bytes(body)) != cached[seq]:
             named.add(seq)
             report.findings.append(
                 Finding(
@@ -550,7 +550,7 @@ def _verify_segment(
         )
     with store.reading() as conn:
         cached = {
-            int(idx): bytes(h)
+            int(idx): as_bytes(h)
             for idx, h in conn.execute(
                 select(nodes.c.idx, nodes.c.hash).where(
                     nodes.c.level == 0, nodes.c.idx >= first, nodes.c.idx < first + len(bodies)
