@@ -70,8 +70,7 @@ def test_verify_prove_and_detect_tampering(
         src.backup(dst)
     with sqlite3.connect(copy) as db:
         db.execute(
-            "UPDATE audit_entries SET body = replace(body, '.created', '.updated') "
-            "WHERE seq = ?",
+            "UPDATE audit_entries SET body = replace(body, '.created', '.updated') WHERE seq = ?",
             (created["seq"],),
         )
     env = {**stack.env, "PAYWARDEN_AUDIT_DATABASE_URL": f"sqlite:///{copy}"}
