@@ -250,9 +250,42 @@ def with_background_workers(gw: Gateway) -> Gateway:
             poll_seconds=s.webhook_poll_seconds,
             allow_private_urls=s.webhook_allow_private_urls,
         ),
+        # Audit retention (PCI DSS 10.5.1): 3 months online, 12 months kept.
+        *(
+            [
+                PeriodicTask(
+                    "audit-retention",
+                    86_400.0,
+                    lambda: _audit_retention(gw),
+                )
+            ]
+            if gw.audit is not None
+            else []
+        ),
         # Idempotency keys older than the replay window are forgotten.
         PeriodicTask(
             "idempotency-purge", 300.0, lambda: gw.idempotency.purge_expired(gw.clock.now())
         ),
     ]
     return gw
+
+
+def _audit_retention(gw: Gateway) -> None:
+    from paywarden.audit.archive import run_retention
+    from paywarden.audit.service import gateway_archive_dir
+
+    if gw.audit is None:
+        return
+    import fcntl
+
+    directory = gateway_archive_dir(gw.settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    # Several workers share one store: one of them archives, the others skip.
+    # (Workers on several hosts need PAYWARDEN_AUDIT_DATABASE_URL and one host
+    # running `paywarden audit archive` from cron instead.)
+    with open(directory / ".retention.lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        run_retention(gw.audit, directory)

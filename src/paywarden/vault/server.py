@@ -9,6 +9,7 @@ import base64
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,11 +165,19 @@ def run_vault(settings: Settings) -> None:
     service.ensure_hpke_key()
     stop = threading.Event()
 
+    next_retention = [time.time() + 3600.0]  # audit retention: daily, first after an hour
+
     def housekeeping() -> None:
         while not stop.wait(settings.vault_sweep_interval_seconds):
             try:
                 service.sweep()
                 service.ensure_hpke_key()
+                if service.audit is not None and time.time() >= next_retention[0]:
+                    from paywarden.audit.archive import run_retention
+                    from paywarden.audit.service import vault_archive_dir
+
+                    run_retention(service.audit, vault_archive_dir(settings))
+                    next_retention[0] = time.time() + 86_400
             except Exception:
                 log.exception("vault housekeeping failed")
 
