@@ -4,10 +4,12 @@ review, block, shadow rules, card testing, feedback and automatic block lists.""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from paywarden.gateway.container import Gateway
 from tests.api.test_payment_flows import _complete_3ds
 from tests.conftest import Api, Merchant
 
@@ -226,3 +228,23 @@ def test_a_bad_risk_context_is_a_clean_400(api: Api) -> None:
     r = _pay(api, paywarden_risk_context={"shoe_size": "44"})
     assert r.status_code == 400
     assert api.get("/v1/payment_intents").json()["data"] == []
+
+
+def test_reported_labels_are_exported_for_training(
+    api: Api, gateway: Gateway, tmp_path: Path
+) -> None:
+    from paywarden.fraud.backtest import read_transactions
+    from paywarden.fraud.labels import export_csv
+
+    good = _pay(api, amount=1500).json()
+    bad = _pay(api, amount=2500).json()
+    api.post("/v1/refunds", {"payment_intent": bad["id"], "reason": "fraudulent"})
+    path = tmp_path / "labelled.csv"
+    with path.open("w", encoding="utf-8") as fh:
+        assert export_csv(gateway.db, fh) == 2
+    data = read_transactions([path])
+    assert sorted(data.fraud.tolist()) == [0, 1]
+    rows = path.read_text().splitlines()
+    assert rows[0] == "transaction_id,tx_datetime,customer_id,terminal_id,tx_amount,tx_fraud"
+    assert any(r.startswith(good["latest_charge"]) and r.endswith(",15.00,0") for r in rows)
+    assert any(r.startswith(bad["latest_charge"]) and r.endswith(",25.00,1") for r in rows)

@@ -476,6 +476,24 @@ def fraud_backtest(args: tuple[str, ...]) -> None:
     sys.exit(backtest_main(list(args)))
 
 
+@fraud.command("export")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV file (the columns `fraud train` and `fraud backtest` read).",
+)
+@click.option("--live", is_flag=True, help="Live-mode charges (default: test mode).")
+def fraud_export(out: Path, live: bool) -> None:
+    """Labelled history from this gateway's charges and reports, for training."""
+    from paywarden.fraud.labels import export_csv
+
+    s = _settings()
+    with out.open("w", encoding="utf-8", newline="") as fh:
+        n = export_csv(_db(s), fh, livemode=live)
+    click.echo(f"wrote {n} labelled transaction(s) to {out}")
+
+
 @fraud.command(
     "train",
     context_settings={"ignore_unknown_options": True, "help_option_names": []},
