@@ -90,6 +90,43 @@ def appends(path: Path, threads: int, per_thread: int, max_batch: int) -> float:
     return threads * per_thread / elapsed
 
 
+def batched_appends(path: Path, threads: int, batches: int, batch: int) -> float:
+    """Callers that submit entries in batches (``record_many``, each call one
+    durable transaction), as a service flushing what a request produced or an
+    importer would: the batched path the goal speaks of."""
+    log = open_log(path)
+    actor = Actor.api_key("key_bench")
+
+    def work(t: int) -> None:
+        for b in range(batches):
+            log.record_many(
+                [
+                    {
+                        "event": "payment_intent.confirmed",
+                        "outcome": "success",
+                        "actor": actor,
+                        "origin": Origin(ip="203.0.113.10", request_id=f"req_{t}_{b}_{i}"),
+                        "resource": Resource("payment_intent", f"pi_{t}_{b}_{i}"),
+                        "account": "acct_bench",
+                        "details": {"amount": 1999, "currency": "eur"},
+                        "sensitive": {"email": f"c{t}@example.com"},
+                    }
+                    for i in range(batch)
+                ],
+                chunk=batch,
+            )
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - start
+    log.close()
+    return threads * batches * batch / elapsed
+
+
 def appends_in_processes(path: Path, processes: int, threads: int, per_thread: int) -> float:
     """Several processes (as gateway workers), each with its own group-commit
     writer, appending to one SQLite file; the store serialises them with flock."""
@@ -164,6 +201,7 @@ def main() -> None:
             d / "multi.sqlite", args.processes, args.threads, args.per_thread
         )
         single = appends(d / "single.sqlite", args.threads, args.per_thread // 5, max_batch=1)
+        batched = batched_appends(d / "batched.sqlite", 4, 250, 100)
         build, verify, n = build_and_verify(d / "verify.sqlite", args.verify_size)
     rows = [
         (f"durable appends/s, group commit, {args.threads} threads", f"{group:,.0f}"),
@@ -171,6 +209,10 @@ def main() -> None:
             f"durable appends/s, group commit, {args.processes} processes x {args.threads} "
             "threads, one file",
             f"{multi:,.0f}",
+        ),
+        (
+            "durable appends/s, batched submission (4 threads x record_many of 100)",
+            f"{batched:,.0f}",
         ),
         (
             f"durable appends/s, one transaction per append, {args.threads} threads",

@@ -65,7 +65,7 @@ def _card_pm(api: Api, number: str) -> str:
 
 
 def test_an_allowed_payment_carries_its_score_and_reasons(api: Api) -> None:
-    r = _pay(api)
+    r = _pay(api, payment_method=_card_pm(api, _cards(1, seed=9)[0]))
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "succeeded"
     outcome = _charge(api, r.json()["latest_charge"])["outcome"]
@@ -248,3 +248,16 @@ def test_reported_labels_are_exported_for_training(
     assert rows[0] == "transaction_id,tx_datetime,customer_id,terminal_id,tx_amount,tx_fraud"
     assert any(r.startswith(good["latest_charge"]) and r.endswith(",15.00,0") for r in rows)
     assert any(r.startswith(bad["latest_charge"]) and r.endswith(",25.00,1") for r in rows)
+
+
+def test_stripe_test_cards_keep_their_documented_behaviour(api: Api) -> None:
+    # Everybody's tests share pm_card_visa's "card": many payments of varied
+    # amounts on it are not a stolen card, and it gets no model score.
+    for amount in (500, 90_000, 1_000, 75_000, 2_000, 99_000, 800):
+        r = _pay(api, amount=amount)
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    out = _charge(api, r.json()["latest_charge"])["outcome"]
+    assert out["risk_score"] is None and out["risk_level"] == "normal"
+    for _ in range(7):  # a declining test card keeps declining, it is not blocked
+        d = _pay(api, payment_method="pm_card_chargeDeclined")
+        assert d.status_code == 402 and d.json()["error"]["decline_code"] == "generic_decline"

@@ -43,6 +43,11 @@ def ev(at: float, **kw: Any) -> PaymentEvent:
 class VelocityBehaviour:
     """Subclasses provide a ``store`` fixture (a fresh, empty store)."""
 
+    def test_an_attempt_with_no_known_entity_counts_nowhere(self, store: VelocityStore) -> None:
+        assert store.record_and_snapshot(ev(T0), attempt_id="a0") == {}
+        store.record_outcome("a0", "declined")
+        assert store.snapshot(at=T0, card="c")["total_charges_per_card_number_hourly"] == 0
+
     def test_hourly_window_slides(self, store: VelocityStore) -> None:
         store.record(ev(T0, card="c"))
         at = T0 + 59 * MIN

@@ -142,6 +142,11 @@ class PaymentSignals:
     accept_language: str | None = None
     device_token: str | None = None
     is_new_card_on_customer: bool | None = None
+    # One of Stripe's documented test payment methods (`pm_card_visa`…): every
+    # test everywhere shares its "card", so it has no history of its own. It
+    # gets no model score and no card-keyed velocity (its behaviour is the test
+    # card's, as in Stripe's test mode); rules and the other entities apply.
+    shared_test_card: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +245,7 @@ class FraudEngine:
             amount_minor=sig.amount,
             currency=sig.currency,
             amount_usd_minor=usd_cents,
-            card=sig.card_fingerprint,
+            card=None if sig.shared_test_card else sig.card_fingerprint,
             customer=sig.customer,
             email=email_id,
             ip_address=sig.ip_address,
@@ -301,7 +306,7 @@ class FraudEngine:
             ip_address=sig.ip_address,
             ip_country=ip_country,
             device_id=device,
-            card_fingerprint=sig.card_fingerprint,
+            card_fingerprint=None if sig.shared_test_card else sig.card_fingerprint,
         )
         if decision.shadow_rules:
             log.info(
@@ -318,7 +323,12 @@ class FraudEngine:
     def _score(
         self, sig: PaymentSignals, usd_cents: int | None
     ) -> tuple[int | None, str, tuple[str, ...]]:
-        if self.model is None or self._features is None or usd_cents is None:
+        if (
+            self.model is None
+            or self._features is None
+            or usd_cents is None
+            or sig.shared_test_card
+        ):
             return None, "not_assessed", ()
         # The model knows a card by its fingerprint and a merchant as a terminal,
         # exactly as `paywarden fraud train` replayed the labelled history.

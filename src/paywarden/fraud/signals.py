@@ -62,7 +62,9 @@ class IpGeo:
         if path is None:
             from geolite2 import geolite2  # the packaged (old) GeoLite2 City file
 
-            return cls(geolite2.reader())
+            # A reader of our own: the package's shared one would be closed for
+            # every user in the process when one of them closes.
+            path = Path(geolite2.filename)
         return cls(maxminddb.open_database(str(path)))
 
     def country(self, ip: str | None) -> str | None:

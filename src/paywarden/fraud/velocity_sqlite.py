@@ -131,7 +131,9 @@ class SqliteVelocityStore(MemoryVelocityStore):
             for m, v in _outcome_deltas(event.outcome, usd):
                 row[m] += v
         with self._db.write() as s:
-            s.execute(_UPSERT_BUCKET, _bucket_params(event.at, entities, row))
+            buckets = _bucket_params(event.at, entities, row)
+            if buckets:  # an attempt with no known entity counts nowhere
+                s.execute(_UPSERT_BUCKET, buckets)
             card = entities[0]
             cards = [
                 {"slot": slot, "entity": value, "card": card, "at": event.at}
@@ -159,7 +161,9 @@ class SqliteVelocityStore(MemoryVelocityStore):
                 text("UPDATE fraud_velocity_attempt SET outcome = :o WHERE attempt_id = :id"),
                 {"o": outcome, "id": attempt_id},
             )
-            s.execute(_UPSERT_BUCKET, _bucket_params(attempt.at, attempt.entities, row))
+            buckets = _bucket_params(attempt.at, attempt.entities, row)
+            if buckets:
+                s.execute(_UPSERT_BUCKET, buckets)
 
     def _persist_sweep(self, now: float) -> None:
         with self._db.write() as s:

@@ -440,6 +440,7 @@ class Payments:
             accept_language=context.get("accept_language"),
             device_token=context.get("device_token"),
             is_new_card_on_customer=new_card,
+            shared_test_card=pm.card_ref.startswith("test:"),
         )
 
     def _block(
