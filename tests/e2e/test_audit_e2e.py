@@ -38,9 +38,12 @@ def test_verify_prove_and_detect_tampering(
         }
     )
     assert pi.status == "succeeded"
-    client.v1.webhook_endpoints.create(
-        params={"url": "https://merchant.example/audit", "enabled_events": ["*"]}
+    # An endpoint that refuses at once (and is deleted again): the stack's one
+    # webhook dispatcher serves every test of the session.
+    hook = client.v1.webhook_endpoints.create(
+        params={"url": "http://127.0.0.1:9/audit", "enabled_events": ["customer.created"]}
     )
+    client.v1.webhook_endpoints.delete(hook.id)
     for service in ("gateway", "vault"):
         out = stack.cli("audit", "verify", "--service", service)
         assert out.rstrip().endswith("OK"), out
@@ -70,7 +73,7 @@ def test_verify_prove_and_detect_tampering(
         src.backup(dst)
     with sqlite3.connect(copy) as db:
         db.execute(
-            "UPDATE audit_entries SET body = replace(body, '.created', '.updated') WHERE seq = ?",
+            "UPDATE audit_entries SET body = replace(body, '.created', '.updatex') WHERE seq = ?",
             (created["seq"],),
         )
     env = {**stack.env, "PAYWARDEN_AUDIT_DATABASE_URL": f"sqlite:///{copy}"}
