@@ -109,7 +109,9 @@ def main() -> None:
     def baseline(i: int) -> object:
         with db.write() as s:
             admin.active_rules(s, account_id="acct_b", livemode=False)
-            return admin.lists_for_rules(s, account_id="acct_b", livemode=False)
+            return admin.list_hits(
+                s, account_id="acct_b", livemode=False, values=["user1@example.com", "US"]
+            )
 
     results = {}
     results["baseline: transaction + rules/lists read"] = _run(db, baseline, args.n)

@@ -282,7 +282,12 @@ class FraudEngine:
         if usd_cents is not None:
             attributes["amount_in_usd"] = Decimal(usd_cents) / 100
         rules = self._rules(s, sig)
-        lists = admin.lists_for_rules(s, account_id=sig.account_id, livemode=sig.livemode)
+        candidates = [
+            v for v in attributes.values() if isinstance(v, str) and 0 < len(v) <= 800
+        ]
+        lists = admin.list_hits(
+            s, account_id=sig.account_id, livemode=sig.livemode, values=candidates
+        )
         ids = {id(rule): rid for rid, rule, _ in rules}
         verdict = decide(
             ((rule, shadow) for _, rule, shadow in rules), attributes=attributes, lists=lists
