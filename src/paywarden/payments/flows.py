@@ -456,45 +456,24 @@ class Payments:
         the merchant told why (outcome), the customer told nothing useful."""
         now = self._now()
         by_rule = decision.rule_id is not None and decision.rule_id != "rule_default_highest_risk"
-        ch = Charge(
-            id=new_id("ch", 24),
-            account_id=pi.account_id,
-            livemode=pi.livemode,
-            created=now,
-            payment_intent_id=pi.id,
-            payment_method_id=pm.id,
-            customer_id=pi.customer_id,
-            amount=pi.amount,
-            amount_captured=0,
-            amount_refunded=0,
-            currency=pi.currency,
-            status="failed",
-            captured=False,
-            paid=False,
-            failure_code="card_declined",
-            failure_message="Your card was declined.",
-            outcome=risk_outcome(
-                {
-                    "network_status": "not_sent_to_network",
-                    "reason": "rule" if by_rule else "highest_risk_level",
-                    "risk_level": decision.risk_level,
-                    "risk_score": decision.risk_score,
-                    "seller_message": (
-                        f"Paywarden blocked this payment: rule {decision.rule_id} "
-                        f"({decision.rule_predicate})."
-                        if by_rule
-                        else "Paywarden blocked this payment as too risky."
-                    ),
-                    "type": "blocked",
-                },
-                pi.risk,
-            ),
-            acquirer=None,
-            acquirer_reference=None,
-            authentication_id=None,
-            description=pi.description,
-            metadata_=dict(pi.metadata_),
-            payment_method_details={"card": methods.card_details(pm), "type": "card"},
+        ch = self._new_charge(pi, pm, None, None, now)
+        ch.failure_code = "card_declined"
+        ch.failure_message = "Your card was declined."
+        ch.outcome = risk_outcome(
+            {
+                "network_status": "not_sent_to_network",
+                "reason": "rule" if by_rule else "highest_risk_level",
+                "risk_level": decision.risk_level,
+                "risk_score": decision.risk_score,
+                "seller_message": (
+                    f"Paywarden blocked this payment: rule {decision.rule_id} "
+                    f"({decision.rule_predicate})."
+                    if by_rule
+                    else "Paywarden blocked this payment as too risky."
+                ),
+                "type": "blocked",
+            },
+            pi.risk,
         )
         s.add(ch)
         pi.latest_charge_id = ch.id
@@ -932,10 +911,11 @@ class Payments:
         self,
         pi: PaymentIntent,
         pm: PaymentMethod,
-        acquirer: str,
-        result: AuthorizationResult,
+        acquirer: str | None,
+        result: AuthorizationResult | None,
         now: int,
     ) -> Charge:
+        """A failed charge to fill in; ``result`` None: nothing reached an acquirer."""
         return Charge(
             id=new_id("ch", 24),
             account_id=pi.account_id,
@@ -955,8 +935,8 @@ class Payments:
             failure_message=None,
             outcome=None,
             acquirer=acquirer,
-            acquirer_reference=result.reference,
-            authentication_id=result.authentication_id,
+            acquirer_reference=result.reference if result else None,
+            authentication_id=result.authentication_id if result else None,
             description=pi.description,
             metadata_=dict(pi.metadata_),
             payment_method_details={"card": methods.card_details(pm), "type": "card"},
