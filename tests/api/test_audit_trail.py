@@ -109,6 +109,12 @@ def test_the_auditor_api_is_read_only_verifiable_and_audited(
         key=auditor,
     ).json()
     cmd_consistency(cons, public, None)
+    # Sizes beyond the log are a clean 400, not a server error.
+    for path, params in (
+        ("/v1/paywarden/audit/proofs/inclusion", {"seq": 0, "tree_size": 10**9}),
+        ("/v1/paywarden/audit/proofs/consistency", {"old_size": 0, "new_size": 10**9}),
+    ):
+        assert api.get(path, params, key=auditor).status_code == 400
     # Read-only: the auditor cannot change anything.
     assert (
         api.post("/v1/webhook_endpoints", {"url": "https://x.example"}, key=auditor).status_code

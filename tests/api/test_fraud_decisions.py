@@ -150,6 +150,17 @@ def test_review_holds_funds_until_approved(api: Api) -> None:
     assert "review.opened" in types and "review.closed" in types
 
 
+def test_a_fraud_report_does_not_release_a_held_payment(api: Api) -> None:
+    _rule(api, "Review if :amount: = 5557")
+    pi = _pay(api, amount=5557).json()
+    charge = pi["latest_charge"]
+    report = api.post("/v1/paywarden/fraud/reports", {"charge": charge, "label": "fraudulent"})
+    assert report.status_code == 200
+    review = api.get(f"/v1/reviews/{_charge(api, charge)['review']}").json()
+    assert review["open"] is True
+    assert api.post(f"/v1/payment_intents/{pi['id']}/capture").status_code == 400
+
+
 def test_canceling_a_held_payment_closes_its_review(api: Api) -> None:
     _rule(api, "Review if :amount: = 5556")
     pi = _pay(api, amount=5556).json()
@@ -225,6 +236,8 @@ def test_a_bad_risk_context_is_a_clean_400(api: Api) -> None:
     r = _pay(api, paywarden_risk_context={"ip_address": "not-an-ip"})
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "paywarden_risk_context[ip_address]"
+    r = _pay(api, paywarden_risk_context={"ip_address": "2001:db8::1%evil"})
+    assert r.status_code == 400  # an IPv6 zone would make every suffix a new address
     r = _pay(api, paywarden_risk_context={"shoe_size": "44"})
     assert r.status_code == 400
     assert api.get("/v1/payment_intents").json()["data"] == []

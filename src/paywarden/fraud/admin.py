@@ -45,6 +45,8 @@ def normalize_item(item_type: str, value: str) -> str:
     v = v.lower()
     if item_type == "ip_address":
         try:
+            if "%" in v:  # no IPv6 zones: they would never match a payment's address
+                raise ValueError(v)
             return str(ipaddress.ip_address(v))
         except ValueError:
             raise InvalidRequestError(

@@ -282,9 +282,7 @@ class FraudEngine:
         if usd_cents is not None:
             attributes["amount_in_usd"] = Decimal(usd_cents) / 100
         rules = self._rules(s, sig)
-        candidates = [
-            v for v in attributes.values() if isinstance(v, str) and 0 < len(v) <= 800
-        ]
+        candidates = [v for v in attributes.values() if isinstance(v, str) and 0 < len(v) <= 800]
         lists = admin.list_hits(
             s, account_id=sig.account_id, livemode=sig.livemode, values=candidates
         )

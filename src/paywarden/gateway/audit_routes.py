@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from paywarden.audit.errors import AuditError
 from paywarden.audit.signing import load_public_keys
 from paywarden.core.errors import InvalidRequestError, ServiceUnavailableError
 from paywarden.http.api import Call, Endpoint
@@ -38,7 +39,9 @@ def _log(gw: Gateway) -> AuditLog:
 
 def tree_head(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     log = _log(gw)
-    head = log.sign_tree_head() if v.get("fresh") else log.latest_tree_head()
+    # `fresh` signs only when the log has grown: callers cannot grow the heads
+    # table at will.
+    head = (log.sign_if_changed() if v.get("fresh") else None) or log.latest_tree_head()
     if head is None:
         head = log.sign_tree_head()
     return {"object": "paywarden.audit_tree_head", **head.to_json()}
@@ -82,10 +85,11 @@ def entries(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     data = []
     for seq, body in rows:
         doc = json.loads(bytes(body))
-        if doc.get("account") == call.account_id:
+        mode = (doc.get("details") or {}).get("livemode")
+        if doc.get("account") == call.account_id and mode in (None, call.livemode):
             data.append({"seq": int(seq), "entry": bytes(body).decode("utf-8")})
     size = log.size()
-    next_start = min(start + scan, size)
+    next_start = max(start, min(start + scan, size))
     return {
         "object": "list",
         "data": data,
@@ -99,7 +103,7 @@ def inclusion(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     log = _log(gw)
     try:
         proof = log.inclusion_proof(v["seq"], v.get("tree_size")).to_json()
-    except ValueError as e:
+    except (ValueError, AuditError) as e:
         raise InvalidRequestError(str(e), param="seq") from None
     entry = proof.get("entry")
     if entry is not None and json.loads(entry).get("account") != call.account_id:
@@ -111,7 +115,7 @@ def consistency(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     log = _log(gw)
     try:
         proof = log.consistency_proof(v["old_size"], v.get("new_size"))
-    except ValueError as e:
+    except (ValueError, AuditError) as e:
         raise InvalidRequestError(str(e), param="old_size") from None
     return {"object": "paywarden.audit_consistency_proof", **proof.to_json()}
 

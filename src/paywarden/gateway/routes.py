@@ -725,6 +725,8 @@ def risk_context(call: Call, v: dict[str, Any]) -> dict[str, Any]:
     ip = ctx.get("ip_address")
     if ip is not None:
         try:
+            if "%" in ip:  # an IPv6 zone ("fe80::1%eth0") would make every suffix a new IP
+                raise ValueError(ip)
             ctx["ip_address"] = str(ipaddress.ip_address(ip.strip()))
         except ValueError:
             raise ParameterError(

@@ -342,14 +342,17 @@ def _execute(
     try:
         result = ep.handler(gw, call, values, **path_params)
     except StripeError as err:
-        auditing.record_call(
-            gw,
-            call,
-            what,
-            outcome="failure",
-            object_id=object_id,
-            details={"status": err.status, "code": err.code},
-        )
+        try:
+            auditing.record_call(
+                gw,
+                call,
+                what,
+                outcome="failure",
+                object_id=object_id,
+                details={"status": err.status, "code": err.code},
+            )
+        except AuditError:
+            log.exception("audit log unavailable after a failed %s %s", ep.method, ep.path)
         raise
     created = result.get("id") if isinstance(result, dict) else None
     try:

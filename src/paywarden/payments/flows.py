@@ -1109,10 +1109,8 @@ class Payments:
         )
         s.add(fl)
         if label in ("fraudulent", "dispute"):
-            held = reviews.open_review_for(s, pi.id)
-            if held is not None:
-                reason = "refunded_as_fraud" if source == "refund" else "disputed"
-                reviews.close(held, reason=reason, now=now, actor=actor)
+            # An open review stays open: the analyst still approves (funds move)
+            # or cancels (the authorization is voided); a report alone does not.
             if self.fraud is not None:
                 self.fraud.add_label(pi.id, fraudulent=True, known_at=float(now))
                 if self.fraud.auto_block:

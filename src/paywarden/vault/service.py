@@ -751,6 +751,9 @@ class VaultService:
         *,
         drop_cvc: bool = False,
     ) -> None:
+        # The card has already gone out (its access was audited before, as
+        # `forward_begin`): nothing here may undo the CVC's deletion or turn the
+        # acquirer's answer into an error, so the outcome entry is best effort.
         with self.db.write() as s:
             if drop_cvc:
                 cvc = s.get(VaultCvc, token)
@@ -759,16 +762,20 @@ class VaultService:
             s.execute(
                 update(VaultCard).where(VaultCard.token == token).values(last_used=self._now())
             )
-            self._log(
-                s,
-                actor=actor,
-                action="forward",
-                outcome=outcome,
-                token=token,
-                account_id=account_id,
-                request_id=request_id,
-                detail=detail,
-            )
+        try:
+            with self.db.write() as s:
+                self._log(
+                    s,
+                    actor=actor,
+                    action="forward",
+                    outcome=outcome,
+                    token=token,
+                    account_id=account_id,
+                    request_id=request_id,
+                    detail=detail,
+                )
+        except VaultError:
+            log.error("forward outcome not audited token=%s outcome=%s", token, outcome)
 
     # --------------------------------------------------------- reveal / shred
 
