@@ -95,3 +95,21 @@ def test_the_public_api_is_pinned() -> None:
         "verify_store",
     ]
     assert issubclass(audit.AuditEntryError, audit.AuditWriteError)
+
+
+def test_signing_key_ids_never_look_like_card_numbers(tmp_path: Path) -> None:
+    # Key ids go into entries, whose guard refuses 13-digit runs: every id drawn
+    # must pass it (about one random 16-hex id in a thousand would not).
+    import re
+
+    from paywarden.audit.signing import Signer
+    from paywarden.audit.store import AuditStore
+    from paywarden.core.secrets import Secret
+
+    store = AuditStore(f"sqlite:///{tmp_path / 'ids.sqlite'}")
+    sealer = FernetSealer(Secret(Fernet.generate_key().decode(), "storage_key"))
+    signer = Signer(store, service="gateway", sealer=sealer)
+    ids = [signer.load_or_create(now_ms=0)]
+    ids += [signer.rotate(now_ms=i)[1] for i in range(1, 300)]
+    assert not [k for k in ids if re.search(r"[0-9]{13}", k)]
+    store.dispose()
