@@ -236,3 +236,31 @@ def test_record_raises_when_the_database_refuses_writes(make_log: LogFactory) ->
         log.record(**spec(1))
     assert "readonly" in str(info.value.__cause__)
     assert log.size() == 1
+
+
+def test_stores_opened_together_migrate_one_at_a_time(tmp_path: Path) -> None:
+    # Gateway workers start together and each opens the same audit store.
+    import threading
+
+    from paywarden.audit.store import AuditStore
+
+    url = f"sqlite:///{tmp_path / 'together.sqlite'}"
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+    stores: list[AuditStore] = []
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            stores.append(AuditStore(url))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == [] and len(stores) == 4
+    for store in stores:
+        store.dispose()

@@ -179,6 +179,9 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url[len(prefix) :].split("?", 1)[0])
 
 
+_MIGRATION_LOCK = 0x5057_4155_4D47  # "PWAUMG": the audit store's Alembic upgrade
+
+
 class AuditStore:
     """Owns the engine of one audit store (one per service)."""
 
@@ -189,11 +192,9 @@ class AuditStore:
             path = sqlite_path(url)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-        if migrate:
-            from paywarden.audit.migrations import upgrade
-
-            upgrade(url)
         self.engine = self._sqlite_engine(url) if self.is_sqlite else self._pg_engine(url)
+        if migrate:
+            self._migrate(url)
         # SQLite has one writer: threads of this process queue on a lock, and
         # processes on an flock of ``<db>.lock``, rather than in SQLite's busy
         # handler, which polls with sleeps of up to 100 ms.
@@ -202,6 +203,32 @@ class AuditStore:
         self._lock_path = path.with_name(path.name + ".lock") if path is not None else None
         self._lock_fd: int | None = None
         self._append_conn: sqlite3.Connection | None = None
+
+    def _migrate(self, url: str) -> None:
+        """Alembic upgrade, one process at a time: gateway workers start
+        together and would otherwise race to create the same tables."""
+        from paywarden.audit.migrations import upgrade
+
+        if self.is_sqlite:
+            path = sqlite_path(url)
+            if path is None:  # in-memory
+                upgrade(url)
+                return
+            fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                upgrade(url)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
+            try:
+                upgrade(url)
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
+                conn.commit()
 
     def __repr__(self) -> str:
         return f"AuditStore({self.engine.url.render_as_string(hide_password=True)!r})"
