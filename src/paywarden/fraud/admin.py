@@ -172,21 +172,6 @@ def get_item(s: Session, *, account_id: str, livemode: bool, item_id: str) -> Va
     )
 
 
-def lists_for_rules(s: Session, *, account_id: str, livemode: bool) -> dict[str, set[str]]:
-    """Every list of a tenant, by alias, as the rules engine reads them."""
-    out: dict[str, set[str]] = {}
-    rows = s.execute(
-        select(ValueList.alias, ValueListItem.value)
-        .join(ValueListItem, ValueListItem.value_list_id == ValueList.id, isouter=True)
-        .where(ValueList.account_id == account_id, ValueList.livemode == livemode)
-    ).all()
-    for alias, value in rows:
-        bucket = out.setdefault(alias, set())
-        if value is not None:
-            bucket.add(value)
-    return out
-
-
 # Built once: one statement object keeps SQLAlchemy's compiled-statement cache
 # warm (building a select per payment cost more than running it).
 _LIST_HITS = (

@@ -112,10 +112,15 @@ DEFAULT_RULES: tuple[tuple[str, str], ...] = (
     ("rule_default_elevated_risk", "Review if :risk_level: = 'elevated'"),
 )
 
+# Plain words for the features a reviewer sees most (names from FeatureState.names).
 _FEATURE_LABELS = {
     "amount": "the amount",
-    "cust_amount_ratio": "the amount against the card's usual amounts",
-    "cust_amount_z": "the amount against the card's usual amounts",
+    "amount_over_hist_avg": "the amount against the card's usual amounts",
+    "amount_zscore_hist": "the amount against the card's usual amounts",
+    "amount_over_prev_avg_30d": "the amount against the card's last 30 days",
+    "customer_spikes_14d": "unusually large payments on this card lately",
+    "customer_known_frauds": "fraud already reported on this card",
+    "terminal_risk_7d": "recent fraud at this merchant",
 }
 
 
