@@ -131,3 +131,22 @@ def test_artifact_for_other_features_is_refused(data_file: Path, tmp_path: Path)
     (tmp_path / "junk.json").write_text("{}")
     with pytest.raises(ModelError):
         RiskModel.load(tmp_path / "junk.json")
+
+
+def test_live_scoring_matches_booster_predict() -> None:
+    """The single-row fast path gives exactly Booster.predict's contributions
+    (the shipped model, rows with large, zero and missing values)."""
+    from paywarden.fraud.engine import DEFAULT_MODEL_PATH
+
+    names = FeatureState().names
+    model = RiskModel.load(DEFAULT_MODEL_PATH, expected_features=names)
+    assert model._fast is not None
+    rng = np.random.default_rng(3)
+    rows = rng.random((200, len(names))) * rng.choice([1.0, 30.0, 5000.0], size=(200, len(names)))
+    rows[::5, 0] = np.nan
+    rows[::7] = 0.0
+    expected = model.contributions(rows)
+    for row, want in zip(rows, expected, strict=True):
+        assert np.array_equal(model._fast(row), want)
+        a = model.assess(row)
+        assert a.probability == pytest.approx(1 / (1 + np.exp(-want.sum())))

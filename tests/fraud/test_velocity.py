@@ -365,3 +365,74 @@ def test_hash_identifier_is_keyed() -> None:
     assert "janedoe" not in h
     with pytest.raises(ValueError, match="16 bytes"):
         hash_identifier("x", key=b"short")
+
+
+def test_sqlite_replay_rebuilds_every_counter(tmp_path: Path) -> None:
+    """The store keeps events, not counters: reopening replays them, and every
+    counter (outcomes added later, anonymous events, distinct cards, late
+    arrivals) comes back exactly as the live store had it."""
+    rng = random.Random(7)
+    path = tmp_path / "replay.db"
+    live = SqliteVelocityStore(path)
+    pending: list[str] = []
+    for i in range(400):
+        at = T0 + i * 20 * MIN + rng.uniform(-3 * HOUR, 0)  # some arrive late
+        event = ev(
+            at,
+            card=f"c{rng.randint(0, 12)}",
+            customer=rng.choice([None, f"cus{rng.randint(0, 5)}"]),
+            ip_address=f"ip{rng.randint(0, 4)}",
+            device=rng.choice([None, "dev"]),
+            amount_minor=rng.randint(100, 9000),
+            outcome=rng.choice([None, None, "authorized", "declined"]),
+        )
+        if rng.random() < 0.3:
+            live.record(event)  # anonymous: no attempt id
+        else:
+            live.record(event, attempt_id=f"pi_{i}")
+            if event.outcome is None:
+                pending.append(f"pi_{i}")
+    for attempt in pending[::2]:
+        live.record_outcome(attempt, "blocked")
+    end = T0 + 400 * 20 * MIN
+    probes = [
+        {"card": f"c{k}", "customer": f"cus{k % 6}", "ip_address": f"ip{k % 5}", "device": "dev"}
+        for k in range(13)
+    ]
+    before = [live.snapshot(at=end, **p) for p in probes]
+    live.close()
+
+    reopened = SqliteVelocityStore(path)
+    after = [reopened.snapshot(at=end, **p) for p in probes]
+    assert after == before
+    assert any(s["card_count_for_ip_address_weekly"] > 1 for s in after)
+    # The outcomes still pending can be added once, after the restart too.
+    assert reopened.record_outcome(pending[1], "authorized") is True
+    assert reopened.record_outcome(pending[0], "blocked") is False  # replayed: counted once
+    with pytest.raises(VelocityError):
+        reopened.record_outcome(pending[0], "declined")
+    reopened.close()
+
+
+def test_sqlite_store_writes_one_row_per_attempt(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "rows.db"
+    legacy = sqlite3.connect(path)  # the first version's counter tables go away
+    legacy.execute("CREATE TABLE fraud_velocity_bucket (slot INTEGER)")
+    legacy.commit()
+    legacy.close()
+    store = SqliteVelocityStore(path)
+    store.record(ev(T0, card="c", customer="cus", ip_address="ip", device="d"), attempt_id="pi_1")
+    store.record_outcome("pi_1", "authorized")
+    store.record(ev(T0 + 1, card="c"))
+    store.close()
+    conn = sqlite3.connect(path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    rows = conn.execute(
+        "SELECT attempt_id, outcome FROM fraud_velocity_attempt ORDER BY at"
+    ).fetchall()
+    conn.close()
+    assert tables == {"fraud_velocity_attempt"}
+    assert rows[0] == ("pi_1", "authorized")
+    assert len(rows) == 2 and rows[1][0].startswith("~") and rows[1][1] is None

@@ -173,14 +173,18 @@ def get_item(s: Session, *, account_id: str, livemode: bool, item_id: str) -> Va
 
 
 # Built once: one statement object keeps SQLAlchemy's compiled-statement cache
-# warm (building a select per payment cost more than running it).
+# warm (building a select per payment cost more than running it). The values
+# go in a fixed number of slots, padded with NULL (which matches nothing): an
+# "expanding" IN would be re-rendered on every execution. Both run on the
+# session's connection, not through the ORM's execution layer.
+_LIST_HIT_SLOTS = 16
 _LIST_HITS = (
     select(ValueList.alias, ValueListItem.value)
     .join(ValueListItem, ValueListItem.value_list_id == ValueList.id)
     .where(
         ValueList.account_id == bindparam("account_id"),
         ValueList.livemode == bindparam("livemode"),
-        ValueListItem.value.in_(bindparam("values", expanding=True)),
+        ValueListItem.value.in_([bindparam(f"v{i}") for i in range(_LIST_HIT_SLOTS)]),
     )
 )
 _ACTIVE_RULES = (
@@ -202,15 +206,18 @@ def list_hits(
     What the rules engine needs for one payment: a membership test of the
     payment's own values, answered by the (list, value) index, whatever the
     size of the lists (up to 100,000 items each)."""
-    if not values:
-        return {}
-    rows = s.execute(
-        _LIST_HITS,
-        {"account_id": account_id, "livemode": livemode, "values": sorted(set(values))},
-    ).all()
     out: dict[str, set[str]] = {}
-    for alias, value in rows:
-        out.setdefault(alias, set()).add(value)
+    if not values:
+        return out
+    conn, wanted = s.connection(), sorted(set(values))
+    for start in range(0, len(wanted), _LIST_HIT_SLOTS):
+        chunk = wanted[start : start + _LIST_HIT_SLOTS]
+        params: dict[str, Any] = {"account_id": account_id, "livemode": livemode}
+        params.update(
+            {f"v{i}": chunk[i] if i < len(chunk) else None for i in range(_LIST_HIT_SLOTS)}
+        )
+        for alias, value in conn.execute(_LIST_HITS, params):
+            out.setdefault(alias, set()).add(value)
     return out
 
 
@@ -294,7 +301,7 @@ def active_rules(
     s: Session, *, account_id: str, livemode: bool
 ) -> list[tuple[str, str, str, bool]]:
     """(id, action, source, shadow) of every enabled rule, oldest first."""
-    rows = s.execute(_ACTIVE_RULES, {"account_id": account_id, "livemode": livemode}).all()
+    rows = s.connection().execute(_ACTIVE_RULES, {"account_id": account_id, "livemode": livemode})
     return [(r[0], r[1], r[2], r[3] == "shadow") for r in rows]
 
 

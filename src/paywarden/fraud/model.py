@@ -14,15 +14,21 @@ fraud on the training distribution. Levels follow Radar: ``highest`` from 75,
 LightGBM's ``pred_contrib`` (TreeSHAP) gives every feature's additive
 contribution to the log-odds; the reasons are the largest positive ones.
 
-Scoring one transaction takes tens of microseconds; replay scores in batches
+Scoring one transaction takes tens of microseconds: the live path calls
+LightGBM's single-row "fast" prediction entry point, set up once per model, so a
+payment does not pay for ``Booster.predict``'s per-call parsing of parameters
+and its array checks (about 100 µs). Replay scores in batches
 through :meth:`RiskModel.probabilities` — the feature vectors are the same ones
 the live path computes one at a time.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import logging
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +39,12 @@ import numpy as np
 import numpy.typing as npt
 
 ARTIFACT_FORMAT: Final = "paywarden-fraud-model/1"
+
+log = logging.getLogger("paywarden.fraud")
+
+# From LightGBM's c_api.h.
+_C_API_PREDICT_CONTRIB: Final = 3
+_C_API_DTYPE_FLOAT64: Final = 1
 
 #: Training settings used by the backtest and ``paywarden fraud train``. Chosen for
 #: all weeks at once (see BENCHMARKS.md), not for the handbook's test week: 150 trees
@@ -106,6 +118,58 @@ def scores_from_probabilities(p: npt.NDArray[np.float64]) -> npt.NDArray[np.int6
     return np.clip(np.floor(100.0 * p), 0, 99).astype(np.int64)
 
 
+class _SingleRowContributions:
+    """TreeSHAP contributions of one row through LightGBM's fast single-row API.
+
+    ``LGBM_BoosterPredictForMatSingleRowFastInit`` prepares the prediction
+    configuration once; each call is then one C call into a preallocated
+    buffer. The handle is not safe for concurrent use, hence the lock.
+    """
+
+    def __init__(self, booster: lgb.Booster, n_features: int) -> None:
+        from lightgbm.basic import _LIB, _c_str, _safe_call  # type: ignore[attr-defined]
+
+        self._lib, self._check = _LIB, _safe_call
+        self._n = n_features
+        self._config = ctypes.c_void_p()
+        self._check(
+            self._lib.LGBM_BoosterPredictForMatSingleRowFastInit(
+                booster._handle,
+                ctypes.c_int(_C_API_PREDICT_CONTRIB),
+                ctypes.c_int(0),  # start iteration
+                ctypes.c_int(-1),  # every iteration
+                ctypes.c_int(_C_API_DTYPE_FLOAT64),
+                ctypes.c_int32(n_features),
+                _c_str("num_threads=1"),
+                ctypes.byref(self._config),
+            )
+        )
+        self._booster = booster  # the config points into it: keep it alive
+        self._row = np.zeros(n_features, dtype=np.float64)
+        self._out = np.zeros(n_features + 1, dtype=np.float64)
+        self._row_ptr = self._row.ctypes.data_as(ctypes.c_void_p)
+        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._out_len = ctypes.c_int64(0)
+        self._lock = threading.Lock()
+
+    def __call__(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        with self._lock:
+            self._row[:] = x
+            self._check(
+                self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                    self._config, self._row_ptr, ctypes.byref(self._out_len), self._out_ptr
+                )
+            )
+            if self._out_len.value != self._n + 1:
+                raise ModelError("LightGBM returned an unexpected number of contributions")
+            return self._out.copy()
+
+    def __del__(self) -> None:
+        config = getattr(self, "_config", None)
+        if config is not None and config.value:
+            self._lib.LGBM_FastConfigFree(config)
+
+
 class RiskModel:
     """A trained booster with its feature names and metadata."""
 
@@ -123,6 +187,12 @@ class RiskModel:
         self.feature_names = tuple(feature_names)
         self.metadata = dict(metadata or {})
         self.thresholds = thresholds or RiskThresholds()
+        self._fast: _SingleRowContributions | None = None
+        try:
+            self._fast = _SingleRowContributions(booster, len(self.feature_names))
+        except (ImportError, AttributeError, lgb.basic.LightGBMError) as e:
+            # A LightGBM without the entry point: Booster.predict gives the same numbers.
+            log.warning("LightGBM fast single-row prediction unavailable: %s", e)
 
     # -- scoring ---------------------------------------------------------------
 
@@ -133,13 +203,16 @@ class RiskModel:
         out = self._booster.predict(x, num_threads=1)
         return np.asarray(out, dtype=np.float64)
 
+    def contributions(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """TreeSHAP contributions per row, bias last, through ``Booster.predict``."""
+        return np.asarray(
+            self._booster.predict(x, pred_contrib=True, num_threads=1), dtype=np.float64
+        )
+
     def assess(self, x: npt.NDArray[np.float64], *, n_reasons: int = 3) -> RiskAssessment:
         """Score one feature vector and explain it (the live path)."""
         row = np.asarray(x, dtype=np.float64).reshape(1, -1)
-        contrib = np.asarray(
-            self._booster.predict(row, pred_contrib=True, num_threads=1),
-            dtype=np.float64,
-        )[0]
+        contrib = self._fast(row[0]) if self._fast is not None else self.contributions(row)[0]
         logit = float(contrib.sum())  # feature contributions + bias = raw score
         p = 1.0 / (1.0 + math.exp(-logit))
         score = score_from_probability(p)

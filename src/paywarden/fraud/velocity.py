@@ -551,16 +551,3 @@ class MemoryVelocityStore:
         horizon = now - RETENTION_SECONDS
         for attempt_id in [a for a, v in self._attempts.items() if v.at < horizon]:
             del self._attempts[attempt_id]
-
-    # -- for the persistent subclass: rebuild state from stored rows --------------
-
-    def _load_bucket(self, slot: int, value: str, window: int, bucket: int, row: list[int]) -> None:
-        self._entity(slot, value).series[window].add(
-            bucket, WINDOWS[window].buckets, list(enumerate(row))
-        )
-
-    def _load_card(self, slot: int, value: str, card: str, last_seen: float) -> None:
-        self._entity(slot, value).see_card(card, last_seen)
-
-    def _load_attempt(self, attempt_id: str, attempt: _Attempt) -> None:
-        self._attempts[attempt_id] = attempt
