@@ -87,7 +87,9 @@ class _AlchemyBackend:
     def run(self, steps: Sequence[_Step]) -> None:
         with self._db.write() as s:
             for sql, rows in steps:
-                if rows:
+                if len(rows) == 1:
+                    s.execute(text(sql), rows[0])
+                elif rows:
                     s.execute(text(sql), list(rows))
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
