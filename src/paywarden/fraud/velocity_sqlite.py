@@ -136,7 +136,8 @@ class _FileBackend:
                     conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
