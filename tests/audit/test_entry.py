@@ -10,6 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from paywarden.audit import entry as e
 from paywarden.audit.errors import AuditEntryError, AuditWriteError
@@ -164,3 +166,79 @@ def test_luhn() -> None:
     assert e.luhn_valid("4242424242424242")
     assert not e.luhn_valid("4242424242424241")
     assert e.looks_like_pan("pan=5555555555554444;")
+
+
+def test_leaf_bytes_are_unchanged_from_format_v1() -> None:
+    # Pinned bytes: logs already stored must keep verifying, and new entries
+    # must be byte-identical to what earlier releases wrote for the same input.
+    p = e.prepare(
+        event="payment_intent.confirmed",
+        outcome="failure",
+        actor=e.Actor.api_key("key_1"),
+        origin=e.Origin(ip="2001:db8::1", request_id="req_1", client_cert="sha256:ab"),
+        resource=e.Resource("payment_intent", "pi_1"),
+        account="acct_1",
+        reason='declined: "insufficient" \u00fc\n',
+        details={
+            "z": [1, 2.5, None, True, {"b": "x", "a": []}],
+            "a": {"\u00e9": "\u2028"},
+            "n": -7,
+        },
+        sensitive={"email": "a@example.com", "key_prefix": "sk_test_1"},
+        pseudonym_key=KEY,
+    )
+    body = e.finish(p.head, seq=123, service="vault", time="2026-01-02T03:04:05.000006Z")
+    assert body == p.head + e.tail(123, "vault", "2026-01-02T03:04:05.000006Z")
+    assert body.startswith(b'{"account":"acct_1","actor":{"id":"key_1","type":"api_key"},')
+    assert body.endswith(
+        b',"seq":123,"service":"vault","time":"2026-01-02T03:04:05.000006Z","v":1}'
+    )
+    assert hashlib.sha256(b"\x00" + body).hexdigest() == (
+        "8f0db2c98c5cebc15563cbec7ac9b14236e19dbfc74d2eb191b7203cf739d8d0"
+    )
+
+
+_json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+_json = st.recursive(
+    _json_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), _json, max_size=6))
+def test_the_prebuilt_encoder_writes_exactly_canonical_json(value: dict[str, Any]) -> None:
+    try:
+        expected = e.canonical_json(value)
+    except AuditEntryError:  # a lone surrogate: both refuse it
+        with pytest.raises(AuditEntryError):
+            e._encode_checked(value)
+        return
+    assert e._encode_checked(value) == expected
+
+
+_digits_and_separators = st.lists(
+    st.from_regex(r"[0-9]{1,7}", fullmatch=True)
+    | st.sampled_from([" ", "-", "  ", "- ", "a", '"', ":", "\u00e9"]),
+    max_size=16,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_digits_and_separators)
+def test_the_pan_prefilter_never_misses_what_the_exact_test_finds(text: str) -> None:
+    # The prefilter only decides whether to run the structural scan: it must
+    # be a superset of the exact pattern, or a card number could slip through.
+    if e._ANY_13.search(text):
+        assert e._may_hold_pan(text.encode("utf-8"))
+    else:
+        assert not e.looks_like_pan(text)

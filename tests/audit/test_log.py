@@ -264,3 +264,30 @@ def test_stores_opened_together_migrate_one_at_a_time(tmp_path: Path) -> None:
     assert errors == [] and len(stores) == 4
     for store in stores:
         store.dispose()
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 255, 256, 257, 600])
+def test_multi_row_inserts_write_every_row_once(n: int) -> None:
+    from paywarden.audit.store import _insert_entries
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE audit_entries (seq INTEGER PRIMARY KEY, leaf_hash, body, time)")
+    rows = [(i, bytes([i % 256]) * 32, b"body %d" % i, i // 7) for i in range(n)]
+    _insert_entries(db, rows)
+    assert db.execute("SELECT * FROM audit_entries ORDER BY seq").fetchall() == rows
+
+
+def test_appends_without_update_returning(
+    make_log: LogFactory, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite before 3.35 has no RETURNING: the cursor is read, then written.
+    from paywarden.audit import store
+
+    monkeypatch.setattr(store, "_HAS_RETURNING", False)
+    log = make_log(lifecycle=False)
+    assert [log.record(**spec(i)) for i in range(3)] == [0, 1, 2]
+    clock.advance(seconds=-60)  # times still never go backwards
+    assert log.record_many(spec(i) for i in range(3, 10)) == list(range(3, 10))
+    assert len({en.time for en in log.entries()}) == 1
+    report = verify_store(log.store, service="gateway")
+    assert report.ok, report.findings

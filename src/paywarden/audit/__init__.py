@@ -9,6 +9,7 @@ Public surface (pinned by ``tests/audit/test_public_api.py``)::
                      actor=Actor.api_key("key_…"), origin=Origin(ip=…, request_id=…),
                      resource=Resource("api_key", "key_…"), account="acct_…",
                      details={…}, sensitive={"email": "…"})   # AuditWriteError if not durable
+    seq = await log.arecord(event=…, …)                 # the same, from an asyncio task
     log.sign_tree_head(); log.inclusion_proof(seq); log.consistency_proof(old, new)
     verify_store(log.store, service="gateway")          # names every bad entry
     log.close()

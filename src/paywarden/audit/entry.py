@@ -33,9 +33,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import json.encoder as json_encoder
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -167,6 +168,49 @@ def canonical_json(value: Any) -> bytes:
         ) from None
 
 
+def _refuse(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+# The C encoder ``_ENCODER.encode`` builds on every call (building it is about
+# a quarter of the 5 µs ``encode`` takes for an ordinary entry), built once
+# with exactly the arguments ``encode`` passes it, so its output is byte for
+# byte the same (pinned by a property test). No circular-reference markers:
+# :func:`_encode_checked` only sees values :func:`_check_json` passed, which
+# are trees at most ``_MAX_DEPTH`` deep, and a shared markers dict would be
+# shared between threads.
+_make_c_encoder: Callable[..., Callable[[Any, int], tuple[str, ...]]] | None = getattr(
+    json_encoder, "c_make_encoder", None
+)
+_C_ENCODER = (
+    _make_c_encoder(
+        None,  # markers
+        _refuse,  # default
+        json_encoder.encode_basestring,  # ensure_ascii=False
+        None,  # indent
+        ":",  # key separator
+        ",",  # item separator
+        True,  # sort_keys
+        False,  # skipkeys
+        False,  # allow_nan
+    )
+    if _make_c_encoder is not None
+    else None
+)
+
+
+def _encode_checked(value: dict[str, Any]) -> bytes:
+    """:func:`canonical_json` of a value :func:`_check_json` accepted."""
+    if _C_ENCODER is None:  # pragma: no cover - CPython always has the C encoder
+        return canonical_json(value)
+    try:
+        return "".join(_C_ENCODER(value, 0)).encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError):
+        raise AuditEntryError(
+            "entry is not canonical JSON (NaN, a non-str key, a lone surrogate)"
+        ) from None
+
+
 def _path(parts: tuple[str | int, ...]) -> str:
     out = ""
     for part in parts:
@@ -181,6 +225,20 @@ def _check_json(root: Any, name: str) -> None:
     """Only JSON-native values, by exact type: a datetime, Decimal, bytes,
     tuple, Secret, enum or str subclass is a caller bug that must not be
     stringified into the log by accident. Paths are built only on error."""
+    if type(root) is dict:
+        # Fast path for the usual flat object of strings and small numbers;
+        # anything else (or anything wrong) gets the full walk below.
+        for key, value in root.items():
+            kind = type(value)
+            if type(key) is not str:
+                break
+            if kind is str or kind is bool or value is None:
+                continue
+            if kind is int and -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
+                continue
+            break
+        else:
+            return
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(root, (name,))]
     while stack:
         value, path = stack.pop()
@@ -212,7 +270,19 @@ def _check_json(root: Any, name: str) -> None:
 # ---------------------------------------------------------------- PAN guard
 
 _ANY_13 = re.compile(r"[0-9](?:[ -]?[0-9]){12}")
-_ANY_13_BYTES = re.compile(rb"[0-9](?:[ -]?[0-9]){12}")
+# A cheaper superset of ``_ANY_13`` on bytes: digits become "0", spaces and
+# dashes are deleted; a run matching ``_ANY_13`` then reads 13 zeros in a row
+# (only its own separators sat between its digits). About 8x faster than the
+# regular expression on an ordinary entry.
+_DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_THIRTEEN_ZEROS = b"0" * 13
+
+
+def _may_hold_pan(encoded: bytes) -> bool:
+    """False only if no string in ``encoded`` can hold a 13-digit run."""
+    return _THIRTEEN_ZEROS in encoded.translate(_DIGITS_TO_ZERO, b" -")
+
+
 _SEPARATED_RUN = re.compile(r"[0-9](?:[ -]?[0-9])*")
 _SEPARATORS = re.compile(r"[ -]+")
 _HEX_TOKEN = re.compile(r"[0-9A-Fa-f]+")
@@ -385,13 +455,14 @@ def prepare(
         "resource": resource.to_json() if resource is not None else None,
     }
     partial["hmac"] = pseudonyms
-    encoded = canonical_json(partial)
+    encoded = _encode_checked(partial)
     # PAN guard. Digits, spaces and dashes are never escaped in JSON and
     # compact JSON puts no space or dash between tokens, so if no string holds
-    # 13 grouped digits the encoding does not either: one C-speed search
-    # clears almost every entry. Otherwise scan the structure, where numbers
-    # are not strings and the hmac section (our own hex digests) is skipped.
-    if _ANY_13_BYTES.search(encoded):
+    # 13 grouped digits the encoding does not either: one C-speed pass
+    # (a superset of the exact test) clears almost every entry. Otherwise scan
+    # the structure, where numbers are not strings and the hmac section (our
+    # own hex digests) is skipped.
+    if _may_hold_pan(encoded):
         del partial["hmac"]
         _scan(partial, "entry")
     if len(encoded) > _MAX_HEAD_BYTES:
@@ -404,9 +475,14 @@ def seq_tail(seq: int, service: str) -> bytes:
     return b',"seq":%d,"service":"%s","time":"' % (seq, service.encode("ascii"))
 
 
+def tail(seq: int, service: str, time: str) -> bytes:
+    """The leaf bytes after the caller's head: ``seq``, ``service``, ``time``, ``v``."""
+    return seq_tail(seq, service) + time.encode("ascii") + _END
+
+
 def finish(head: bytes, *, seq: int, service: str, time: str) -> bytes:
-    """The leaf bytes: the caller's head plus ``seq``, ``service``, ``time``, ``v``."""
-    return head + seq_tail(seq, service) + time.encode("ascii") + _END
+    """The leaf bytes: the caller's head plus :func:`tail`."""
+    return head + tail(seq, service, time)
 
 
 def seq_tail_matches(body: bytes, seq: int, service: str) -> bool:
