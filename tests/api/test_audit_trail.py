@@ -142,3 +142,47 @@ def test_another_tenant_sees_neither_entries_nor_entry_bytes(
         "/v1/paywarden/audit/proofs/inclusion", {"seq": seq}, key=other.secret_key
     ).json()
     assert proof["entry"] is None and proof["proof"] is not None
+
+
+def test_an_action_is_on_record_before_it_runs(
+    api: Api, gateway: Gateway, merchant: Merchant
+) -> None:
+    hook = api.post(
+        "/v1/webhook_endpoints", {"url": "https://merchant.example/h4", "enabled_events": ["*"]}
+    ).json()
+    entries = _entries(gateway)
+    done = next(e for e in entries if e["event"] == "webhook_endpoint.created")
+    started = [
+        e
+        for e in entries
+        if e["event"] == "api.call_started"
+        and e["origin"]["request_id"] == done["origin"]["request_id"]
+    ]
+    assert len(started) == 1 and started[0]["seq"] < done["seq"]
+    assert started[0]["details"]["action"] == "webhook_endpoint.created"
+    assert done["resource"]["id"] == hook["id"]
+
+
+def test_no_audit_entry_no_action(
+    api: Api, gateway: Gateway, merchant: Merchant, monkeypatch: Any
+) -> None:
+    """Failing to write the audit log fails the action it would record: 503,
+    and nothing was created (an idempotent retry then runs it for real)."""
+    from paywarden.audit import AuditWriteError
+
+    assert gateway.audit is not None
+
+    def refuse(**_: Any) -> int:
+        raise AuditWriteError("disk full")
+
+    monkeypatch.setattr(gateway.audit, "record", refuse)
+    body = {"url": "https://merchant.example/h5", "enabled_events": ["*"]}
+    refused = api.post("/v1/webhook_endpoints", body, idem="audit-down-1")
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "audit_unavailable"
+    assert "Traceback" not in refused.text
+    monkeypatch.undo()
+    assert api.get("/v1/webhook_endpoints").json()["data"] == []
+    retried = api.post("/v1/webhook_endpoints", body, idem="audit-down-1")
+    assert retried.status_code == 200
+    assert [e["url"] for e in api.get("/v1/webhook_endpoints").json()["data"]] == [body["url"]]

@@ -339,6 +339,20 @@ def _execute(
         result = ep.handler(gw, call, values, **path_params)
         return 200, dumps(result), {}
     object_id = path_params.get("id")
+    # On the record before it runs: if the log cannot take the entry, the
+    # action does not happen (PCI DSS 10.2: no unaudited action). The outcome
+    # follows as a second entry with the same request id.
+    try:
+        auditing.record_call(
+            gw, call, ("api.call_started", what[1]), outcome="success",
+            object_id=object_id, details={"action": what[0]},
+        )  # fmt: skip
+    except AuditError:
+        log.exception("audit log unavailable before %s %s", ep.method, ep.path)
+        raise ServiceUnavailableError(
+            "The audit log could not record this action, so it was not carried out. Try again.",
+            code="audit_unavailable",
+        ) from None
     try:
         result = ep.handler(gw, call, values, **path_params)
     except StripeError as err:
@@ -364,10 +378,8 @@ def _execute(
             object_id=object_id or (str(created) if created else None),
         )
     except AuditError:
+        # It happened, and its start is on the record: answer truthfully.
         log.exception("audit log unavailable after %s %s", ep.method, ep.path)
-        raise ServiceUnavailableError(
-            "The audit log could not record this action. Try again.", code="audit_unavailable"
-        ) from None
     return 200, dumps(result), {}
 
 

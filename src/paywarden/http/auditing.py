@@ -8,8 +8,11 @@ the auditor's API (10.2.1.3). Card data access is audited by the vault, which is
 where it happens (tokenize, forward, reveal). API keys are created, rolled and
 revoked by the CLI, which records them itself.
 
-An entry names the API key (never the key itself), the source IP, the request
-id, the account and the object. Only the HTTP status and Stripe error code of a
+Each audited call is on the record before it runs (``api.call_started``, with
+the action it is about to perform): if that entry cannot be written the call is
+refused with 503 and nothing happens. Its outcome follows as a second entry
+with the same request id. An entry names the API key (never the key itself),
+the source IP, the request id, the account and the object. Only the HTTP status and Stripe error code of a
 failure are kept, never the request's parameters.
 """
 
