@@ -12,8 +12,9 @@ Each audited call is on the record before it runs (``api.call_started``, with
 the action it is about to perform): if that entry cannot be written the call is
 refused with 503 and nothing happens. Its outcome follows as a second entry
 with the same request id. An entry names the API key (never the key itself),
-the source IP, the request id, the account and the object. Only the HTTP status and Stripe error code of a
-failure are kept, never the request's parameters.
+the source IP, the request id, the account and the object. Only the HTTP
+status and Stripe error code of a failure are kept, never the request's
+parameters.
 """
 
 from __future__ import annotations
