@@ -405,3 +405,25 @@ def test_card_input_repr_is_masked() -> None:
     assert "CardSecurityCode(***)" in text
     assert card == _parse(number="4242424242424242", cvc="987")
     assert hash(card) == hash(_parse(number="4242424242424242", cvc="987"))
+
+
+def _luhn_reference(digits: str) -> bool:
+    """ISO/IEC 7812-1 annex B, digit by digit from the right."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+@given(st.text(alphabet="0123456789", min_size=1, max_size=25))
+def test_luhn_matches_the_reference(digits: str) -> None:
+    assert luhn_valid(digits) is _luhn_reference(digits)
+
+
+def test_parse_card_reports_the_brand_it_validated_with() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for number, brand in (("4242424242424242", "visa"), ("378282246310005", "amex")):
+        cvc = "1234" if brand == "amex" else "123"
+        card = parse_card(number=number, exp_month=1, exp_year=2030, cvc=cvc, now=now)
+        assert card.brand == brand == detect_brand(card.number)

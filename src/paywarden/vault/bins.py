@@ -157,7 +157,11 @@ class BinTable:
 
     def lookup(self, number: CardNumber) -> BinInfo:
         """The most specific row matching the number, or :data:`UNKNOWN_BIN`."""
-        head = number.bin8
+        return self.lookup_prefix(number.bin8)
+
+    def lookup_prefix(self, head: str) -> BinInfo:
+        """:meth:`lookup` by the number's first eight digits (fewer for a short
+        number), for callers that already hold the digits."""
         for level in self._levels:
             if len(head) >= level.length:
                 found = level.find(head)

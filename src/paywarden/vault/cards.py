@@ -18,6 +18,7 @@ code at authorization time. No message ever repeats a submitted value.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -99,26 +100,32 @@ class CardInput:
     exp_month: int
     exp_year: int  # four digits: a two-digit year was read as 20YY
     cvc: CardSecurityCode | None
+    brand: str  # Stripe's ``card.brand``, detected once during validation
+
+
+# Luhn's doubled digit (2d, minus 9 when above 9), by character.
+_LUHN_DOUBLE = {str(d): (2 * d - 9 if d > 4 else 2 * d) for d in range(10)}
 
 
 def luhn_valid(digits: str) -> bool:
     """The Luhn (mod 10) check of ISO/IEC 7812-1 annex B. False for non-digits or ''."""
     if not digits or not (digits.isascii() and digits.isdigit()):
         return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
+    # From the right: digits in odd positions count as they are, every second
+    # one doubled. Slices and map keep the loop in C.
+    total = sum(map(int, digits[-1::-2])) + sum(map(_LUHN_DOUBLE.__getitem__, digits[-2::-2]))
     return total % 10 == 0
 
 
 def detect_brand(number: CardNumber) -> str:
     """Stripe's ``card.brand`` for the number's IIN, or ``"unknown"``."""
-    prefix = number.bin  # six digits cover every range in the table
+    return _brand(number.bin)  # six digits cover every range in the table
+
+
+@functools.lru_cache(maxsize=4096)
+def _brand(prefix: str) -> str:
+    # Cached by BIN: the first six digits are display data (PCI DSS 3.4.1),
+    # never the card number, and the table is fixed.
     for start, end, brand in _IIN_RANGES:
         head = prefix[: len(start)]
         if start <= head <= end:
@@ -143,8 +150,7 @@ def parse_card(
         raise ValueError("now must be timezone-aware")
     today = now.astimezone(UTC)
 
-    card_number = _parse_number(number)
-    brand = detect_brand(card_number)
+    card_number, brand = _parse_number(number)
 
     month = _parse_month(exp_month)
     year = _parse_year(exp_year)
@@ -154,20 +160,23 @@ def parse_card(
         raise CardValidationError(code="invalid_expiry_month", param=PARAM_EXP_MONTH)
 
     code = None if cvc is None else _parse_cvc(cvc, brand=brand)
-    return CardInput(number=card_number, exp_month=month, exp_year=year, cvc=code)
+    return CardInput(number=card_number, exp_month=month, exp_year=year, cvc=code, brand=brand)
 
 
-def _parse_number(number: str) -> CardNumber:
+def _parse_number(number: str) -> tuple[CardNumber, str]:
+    """The number and its brand. The digits are read out of the wrapper once."""
     try:
         card_number = CardNumber(number)
     except ValueError:
         # The ValueError carries no value either; drop it so nothing chains.
         raise CardValidationError(code="invalid_number", param=PARAM_NUMBER) from None
-    if card_number.length not in _LENGTHS[detect_brand(card_number)]:
+    digits = card_number.reveal()
+    brand = _brand(digits[:6])
+    if len(digits) not in _LENGTHS[brand]:
         raise CardValidationError(code="invalid_number", param=PARAM_NUMBER)
-    if not luhn_valid(card_number.reveal()):
+    if not luhn_valid(digits):
         raise CardValidationError(code="incorrect_number", param=PARAM_NUMBER)
-    return card_number
+    return card_number, brand
 
 
 def _small_int(value: str | int, *, max_digits: int) -> int | None:

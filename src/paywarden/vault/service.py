@@ -16,17 +16,18 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from paywarden.audit import Actor as AuditActor
-from paywarden.audit import AuditError, AuditLog
+from paywarden.audit import AuditEntryError, AuditError, AuditLog
 from paywarden.audit import Origin as AuditOrigin
 from paywarden.audit import Resource as AuditResource
 from paywarden.core.clock import Clock
@@ -34,9 +35,10 @@ from paywarden.core.ids import new_id
 from paywarden.core.secrets import CardNumber, SecretBytes
 from paywarden.db import Database
 from paywarden.vault.bins import BinTable
-from paywarden.vault.cards import CardInput, CardValidationError, detect_brand, parse_card
+from paywarden.vault.cards import CardInput, CardValidationError, parse_card
 from paywarden.vault.crypto import aead, hpke
 from paywarden.vault.crypto.aead import DecryptionError
+from paywarden.vault.groupcommit import GroupCommit, Outcome
 from paywarden.vault.kms import KeyManager, WrappedKey
 from paywarden.vault.models import (
     VaultAccessLog,
@@ -110,11 +112,64 @@ class ForwardResult:
     body: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class _HpkeKey:
+    """An unwrapped, loaded HPKE private key with the end of its acceptance,
+    as read together from its row. The write transaction checks the row again."""
+
+    private: hpke.PrivateKey
+    accept_until: int | None
+
+
 @dataclass
 class _Caches:
     lock: threading.Lock = field(default_factory=threading.Lock)
     tenant_keys: dict[str, SecretBytes] = field(default_factory=dict)
-    hpke_private: dict[str, SecretBytes] = field(default_factory=dict)
+    hpke_private: dict[str, _HpkeKey] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tokenization:
+    """One tokenization's rows, ready for a group commit."""
+
+    card: dict[str, Any]  # vault_cards
+    cvc: dict[str, Any] | None  # vault_cvcs
+    seen: dict[str, Any] | None  # vault_hpke_seen: the payload's replay digest
+    hpke_key: str | None  # the HPKE key that opened the payload
+    access: dict[str, Any]  # vault_access_log, without ``at``
+    audit: dict[str, Any] | None  # AuditLog.record's arguments; None without an audit log
+
+
+# Most tokenizations one durable transaction carries.
+MAX_TOKENIZATION_BATCH = 256
+
+
+class _RetryAlone(Exception):  # a signal to the group commit, not an error
+    """A batch hit a failure that cannot be pinned on one item: redo each
+    item in its own transaction, so only the item at fault fails."""
+
+
+def _encrypted_card_invalid() -> VaultError:
+    return VaultError(
+        "The encrypted card could not be decrypted: fetch the current encryption key "
+        "and encrypt again.",
+        code="encrypted_card_invalid",
+    )
+
+
+def _encrypted_card_reused() -> VaultError:
+    return VaultError(
+        "This encrypted card was already used: encrypt it again.",
+        code="encrypted_card_reused",
+    )
+
+
+def _card_record(digits: str, exp_month: int, exp_year: int) -> bytes:
+    """The sealed card record: byte for byte ``json.dumps`` of number, month and
+    year (validated digits and ints, so nothing needs escaping)."""
+    return (
+        f'{{"number": "{digits}", "exp_month": {exp_month:d}, "exp_year": {exp_year:d}}}'.encode()
+    )
 
 
 def _card_context(token: str, account_id: str) -> bytes:
@@ -136,12 +191,17 @@ def _hpke_context(key_id: str) -> bytes:
 _INSERTS: dict[type, Any] = {}
 
 
-def _insert(model: type, **values: Any) -> tuple[Any, dict[str, Any]]:
-    """A cached Core INSERT for ``model``'s table and its parameters."""
+def _insert_stmt(model: type) -> Any:
+    """A cached Core INSERT for ``model``'s table."""
     stmt = _INSERTS.get(model)
     if stmt is None:
         stmt = _INSERTS[model] = insert(model.__table__)  # type: ignore[attr-defined]
-    return stmt, values
+    return stmt
+
+
+def _insert(model: type, **values: Any) -> tuple[Any, dict[str, Any]]:
+    """A cached Core INSERT for ``model``'s table and its parameters."""
+    return _insert_stmt(model), values
 
 
 def _scrub(answer: dict[str, Any], number: str) -> dict[str, Any]:
@@ -191,6 +251,10 @@ class VaultService:
         self.policy = policy
         self.destinations = {k: v.rstrip("/") for k, v in destinations.items()}
         self._caches = _Caches()
+        # Concurrent tokenizations share one durable transaction (see _commit_tokenizations).
+        self._tokenizations: GroupCommit[_Tokenization] = GroupCommit(
+            self._commit_tokenizations, max_batch=MAX_TOKENIZATION_BATCH
+        )
         self._http = http or httpx.Client(
             timeout=httpx.Timeout(
                 policy.forward_timeout_seconds, connect=policy.forward_connect_timeout_seconds
@@ -269,6 +333,60 @@ class VaultService:
         :class:`VaultError` when the entry cannot be made durable."""
         if self.audit is None:
             return
+        self._audit_many(
+            [
+                self._audit_spec(
+                    actor=actor,
+                    action=action,
+                    outcome=outcome,
+                    token=token,
+                    account_id=account_id,
+                    request_id=request_id,
+                    reason=reason,
+                    detail=detail,
+                )
+            ]
+        )
+
+    def _audit_many(self, specs: Sequence[dict[str, Any]]) -> None:
+        """Entries of :meth:`_audit_spec`, durable together in one audit commit.
+
+        Raises a 503 :class:`VaultError` when they cannot be made durable, and
+        :class:`_RetryAlone` when one of several entries is refused as such
+        (then none was written; each must be tried alone)."""
+        if self.audit is None or not specs:
+            return
+        try:
+            if len(specs) == 1:
+                self.audit.record(**specs[0])
+            else:
+                self.audit.record_many(specs)
+        except AuditError as exc:
+            if isinstance(exc, AuditEntryError) and len(specs) > 1:
+                raise _RetryAlone from None
+            log.exception(
+                "vault audit log unavailable action=%s",
+                ",".join(sorted({str(spec["event"]) for spec in specs})),
+            )
+            raise VaultError(
+                "The audit log is unavailable; nothing was done.",
+                status=503,
+                code="audit_unavailable",
+            ) from None
+
+    @staticmethod
+    def _audit_spec(
+        *,
+        actor: str,
+        action: str,
+        outcome: str,
+        token: str | None = None,
+        account_id: str | None = None,
+        request_id: str | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> dict[str, Any]:
+        """The arguments of ``AuditLog.record`` for one vault action."""
         if actor in ("gateway",):
             who = AuditActor.service(actor)
         elif actor == "system":
@@ -277,27 +395,19 @@ class VaultService:
             who = AuditActor.anonymous()
         else:
             who = AuditActor.operator(actor[:128])
-        try:
-            self.audit.record(
-                event=f"vault.{action}",
-                outcome="success" if outcome == "success" else "failure",
-                actor=who,
-                origin=AuditOrigin(
-                    request_id=request_id or None,
-                    client_cert=actor[:128] if who.type in ("service", "operator") else None,
-                ),
-                resource=AuditResource("card", token) if token else None,
-                account=account_id,
-                reason=reason,
-                details={"result": outcome, "detail": (detail or "")[:200] or None},
-            )
-        except AuditError:
-            log.exception("vault audit log unavailable action=%s", action)
-            raise VaultError(
-                "The audit log is unavailable; nothing was done.",
-                status=503,
-                code="audit_unavailable",
-            ) from None
+        return {
+            "event": f"vault.{action}",
+            "outcome": "success" if outcome == "success" else "failure",
+            "actor": who,
+            "origin": AuditOrigin(
+                request_id=request_id or None,
+                client_cert=actor[:128] if who.type in ("service", "operator") else None,
+            ),
+            "resource": AuditResource("card", token) if token else None,
+            "account": account_id,
+            "reason": reason,
+            "details": {"result": outcome, "detail": (detail or "")[:200] or None},
+        }
 
     def log_refusal(self, *, actor: str, action: str, request_id: str | None, detail: str) -> None:
         with self.db.write() as s:
@@ -348,8 +458,15 @@ class VaultService:
         return key
 
     def _fingerprint(self, account_id: str, number: CardNumber) -> str:
-        mac = aead.hmac_sha256(self._tenant_key(account_id), number.reveal().encode())
-        return base64.b32encode(mac).decode().lower()[:16]
+        return self._fingerprint_digits(account_id, number.reveal())
+
+    def _fingerprint_digits(self, account_id: str, digits: str) -> str:
+        """The first 16 base32 characters of the HMAC, lower case. Those are the
+        first 80 bits, exactly the base32 of the first 10 bytes: encoding only
+        those gives the same string for a third of the work. The format must
+        not change (stored fingerprints and fraud lists hold it)."""
+        mac = aead.hmac_sha256(self._tenant_key(account_id), digits.encode())
+        return base64.b32encode(mac[:10]).decode().lower()
 
     # ---------------------------------------------------------------- intake
 
@@ -364,8 +481,12 @@ class VaultService:
         actor: str,
         request_id: str | None = None,
     ) -> CardMetadata:
-        card = self._parse(number=number, exp_month=exp_month, exp_year=exp_year, cvc=cvc)
-        return self._store(card, account_id=account_id, actor=actor, request_id=request_id)
+        # One reading of the clock per tokenization.
+        t = self.clock.now()
+        card = self._parse(number=number, exp_month=exp_month, exp_year=exp_year, cvc=cvc, t=t)
+        return self._store(
+            card, account_id=account_id, actor=actor, request_id=request_id, now=int(t)
+        )
 
     def tokenize_encrypted(
         self,
@@ -376,14 +497,18 @@ class VaultService:
         actor: str,
         request_id: str | None = None,
     ) -> CardMetadata:
-        data, digest = self._open_hpke(key_id, payload)
+        # One reading of the clock per tokenization.
+        t = self.clock.now()
+        now = int(t)
+        data, digest = self._open_hpke(key_id, payload, now=now)
         try:
-            self._check_binding(data, account_id)
+            self._check_binding(data, account_id, now=now)
             card = self._parse(
                 number=data.get("number"),
                 exp_month=data.get("exp_month"),
                 exp_year=data.get("exp_year"),
                 cvc=data.get("cvc"),
+                t=t,
             )
         finally:
             data.clear()
@@ -392,32 +517,32 @@ class VaultService:
             account_id=account_id,
             actor=actor,
             request_id=request_id,
+            now=now,
             via="hpke",
-            seen=(digest, self._now() + self.policy.hpke_payload_max_age_seconds),
+            seen={"digest": digest, "expires_at": now + self.policy.hpke_payload_max_age_seconds},
+            hpke_key=key_id,
         )
 
-    def _check_binding(self, data: dict[str, Any], account_id: str) -> None:
+    def _check_binding(self, data: dict[str, Any], account_id: str, *, now: int) -> None:
         """The payload names the merchant it was sealed for and when."""
-        stale = VaultError(
-            "The encrypted card was made for another account or has expired: encrypt it "
-            "again with a freshly fetched key.",
-            code="encrypted_card_invalid",
-        )
         account, iat = data.get("account"), data.get("iat")
-        if not isinstance(account, str) or not hmac.compare_digest(
-            account.encode(), account_id.encode()
-        ):
-            raise stale
-        now = self._now()
         if (
-            not isinstance(iat, int)
+            not isinstance(account, str)
+            or not hmac.compare_digest(account.encode(), account_id.encode())
+            or not isinstance(iat, int)
             or isinstance(iat, bool)
             or iat > now + self.policy.hpke_clock_skew_seconds
             or iat < now - self.policy.hpke_payload_max_age_seconds
         ):
-            raise stale
+            raise VaultError(
+                "The encrypted card was made for another account or has expired: encrypt it "
+                "again with a freshly fetched key.",
+                code="encrypted_card_invalid",
+            )
 
-    def _parse(self, *, number: Any, exp_month: Any, exp_year: Any, cvc: Any) -> CardInput:
+    def _parse(
+        self, *, number: Any, exp_month: Any, exp_year: Any, cvc: Any, t: float
+    ) -> CardInput:
         if not isinstance(number, str) or not number:
             raise CardValidationError(
                 code="invalid_number",
@@ -425,7 +550,7 @@ class VaultService:
             )
         if cvc is not None and not isinstance(cvc, str):
             cvc = str(cvc) if isinstance(cvc, int) else ""
-        now = datetime.fromtimestamp(self.clock.now(), tz=UTC)
+        now = datetime.fromtimestamp(t, tz=UTC)
         return parse_card(
             number=number,
             exp_month=exp_month if isinstance(exp_month, int | str) else "",
@@ -441,84 +566,189 @@ class VaultService:
         account_id: str,
         actor: str,
         request_id: str | None,
+        now: int,
         via: str = "mtls",
-        seen: tuple[str, int] | None = None,
+        seen: dict[str, Any] | None = None,
+        hpke_key: str | None = None,
     ) -> CardMetadata:
-        info = self.bins.lookup(card.number)
-        brand = detect_brand(card.number)
-        fingerprint = self._fingerprint(account_id, card.number)
+        """Seal the card, then commit its rows with its audit entry (in a group
+        commit with concurrent tokenizations); returns once that is durable."""
+        # The digits leave their wrapper once here, not once per attribute.
+        digits = card.number.reveal()
+        info = self.bins.lookup_prefix(digits[:8])
+        fingerprint = self._fingerprint_digits(account_id, digits)
         token = new_id("vtok", 24)
         data_key = aead.generate_key()
         ctx = _card_context(token, account_id)
         wrapped = self.kms.wrap(data_key, context=ctx)
-        payload = json.dumps(
-            {
-                "number": card.number.reveal(),
-                "exp_month": card.exp_month,
-                "exp_year": card.exp_year,
+        ciphertext = aead.seal(
+            data_key, _card_record(digits, card.exp_month, card.exp_year), aad=ctx
+        )
+        bin6, last4 = digits[:6], digits[-4:]
+        cvc_row = None
+        if card.cvc is not None:
+            cvc_row = {
+                "token": token,
+                "ciphertext": aead.seal(
+                    data_key, card.cvc.reveal().encode(), aad=_cvc_context(token, account_id)
+                ),
+                "expires_at": now + self.policy.cvc_ttl_seconds,
             }
-        ).encode()
-        ciphertext = aead.seal(data_key, payload, aad=ctx)
-        now = self._now()
-        with self.db.write() as s:
-            if seen is not None:
-                # One use per encrypted payload, in the same transaction as the record.
-                if s.get(VaultHpkeSeen, seen[0]) is not None:
-                    raise VaultError(
-                        "This encrypted card was already used: encrypt it again.",
-                        code="encrypted_card_reused",
-                    )
-                s.execute(*_insert(VaultHpkeSeen, digest=seen[0], expires_at=seen[1]))
-            s.execute(
-                *_insert(
-                    VaultCard,
+        detail = f"via={via}"
+        self._tokenizations.submit(
+            _Tokenization(
+                card={
+                    "token": token,
+                    "account_id": account_id,
+                    "created": now,
+                    "brand": card.brand,
+                    "bin": bin6,
+                    "last4": last4,
+                    "exp_month": card.exp_month,
+                    "exp_year": card.exp_year,
+                    "fingerprint": fingerprint,
+                    "kek_version": wrapped.kek_version,
+                    "wrapped_key": wrapped.blob,
+                    "ciphertext": ciphertext,
+                },
+                cvc=cvc_row,
+                seen=seen,
+                hpke_key=hpke_key,
+                access={
+                    "actor": actor,
+                    "action": "tokenize",
+                    "outcome": "success",
+                    "token": token,
+                    "account_id": account_id,
+                    "request_id": request_id,
+                    "reason": None,
+                    "detail": detail,
+                },
+                audit=None
+                if self.audit is None
+                else self._audit_spec(
+                    actor=actor,
+                    action="tokenize",
+                    outcome="success",
                     token=token,
                     account_id=account_id,
-                    created=now,
-                    brand=brand,
-                    bin=card.number.bin,
-                    last4=card.number.last4,
-                    exp_month=card.exp_month,
-                    exp_year=card.exp_year,
-                    fingerprint=fingerprint,
-                    kek_version=wrapped.kek_version,
-                    wrapped_key=wrapped.blob,
-                    ciphertext=ciphertext,
-                )
+                    request_id=request_id,
+                    detail=detail,
+                ),
             )
-            if card.cvc is not None:
-                s.execute(
-                    *_insert(
-                        VaultCvc,
-                        token=token,
-                        ciphertext=aead.seal(
-                            data_key,
-                            card.cvc.reveal().encode(),
-                            aad=_cvc_context(token, account_id),
-                        ),
-                        expires_at=now + self.policy.cvc_ttl_seconds,
-                    )
-                )
-            self._log(
-                s,
-                actor=actor,
-                action="tokenize",
-                token=token,
-                account_id=account_id,
-                request_id=request_id,
-                detail=f"via={via}",
-            )
+        )
         return CardMetadata(
             token=token,
-            brand=brand,
-            bin=card.number.bin if card.number.length >= 15 else None,
-            last4=card.number.last4,
+            brand=card.brand,
+            bin=bin6 if len(digits) >= 15 else None,
+            last4=last4,
             exp_month=card.exp_month,
             exp_year=card.exp_year,
             funding=info.funding,
             country=info.country,
             fingerprint=fingerprint,
         )
+
+    def _commit_tokenizations(self, batch: Sequence[_Tokenization]) -> list[Outcome]:
+        """The group commit's writer: one durable transaction for the batch.
+
+        Per-item refusals (a replayed payload, a key no longer accepted) are
+        decided inside the transaction, before any row of the batch is
+        written, and fail only their item. A failure that one item may have
+        caused but that surfaces for the batch (an audit entry refused as
+        such, a unique-key violation) rolls the batch back; then each item is
+        tried again in its own transaction, so only the item at fault fails.
+        An audit log that cannot commit fails the whole batch: none of it may
+        happen unaudited.
+        """
+        outcomes: list[Outcome] = [None] * len(batch)
+        try:
+            self._write_tokenizations(batch, outcomes)
+        except VaultError as exc:  # the audit log is unavailable
+            return [exc if outcome is None else outcome for outcome in outcomes]
+        except (_RetryAlone, IntegrityError):
+            # Only these can be one item's fault (an entry the audit log
+            # refuses, a unique key taken meanwhile). Any other database error
+            # fails the whole batch: retrying item by item would only repeat it.
+            if len(batch) == 1:
+                raise
+            return [self._commit_alone(item) for item in batch]
+        return outcomes
+
+    def _commit_alone(self, item: _Tokenization) -> Outcome:
+        outcome: list[Outcome] = [None]
+        try:
+            self._write_tokenizations([item], outcome)
+        except Exception as exc:  # noqa: BLE001  # handed to this item's caller
+            return exc
+        return outcome[0]
+
+    def _write_tokenizations(self, batch: Sequence[_Tokenization], outcomes: list[Outcome]) -> None:
+        """Write the items ``outcomes`` does not refuse, in one transaction:
+        replay digests, cards, CVCs, then the audit entries (durable before
+        the commit, as in :meth:`_log`), then the access-log rows."""
+        now = self._now()
+        with self.db.write() as s:
+            accepted = self._admit(s, batch, outcomes, now)
+            if not accepted:
+                return
+            seen = [item.seen for item in accepted if item.seen is not None]
+            if seen:
+                # The primary key holds the digest too: a concurrent writer
+                # elsewhere fails this transaction rather than replay.
+                s.execute(_insert_stmt(VaultHpkeSeen), seen)
+            s.execute(_insert_stmt(VaultCard), [item.card for item in accepted])
+            cvcs = [item.cvc for item in accepted if item.cvc is not None]
+            if cvcs:
+                s.execute(_insert_stmt(VaultCvc), cvcs)
+            self._audit_many([item.audit for item in accepted if item.audit is not None])
+            s.execute(
+                _insert_stmt(VaultAccessLog), [{"at": now, **item.access} for item in accepted]
+            )
+
+    def _admit(
+        self, s: Session, batch: Sequence[_Tokenization], outcomes: list[Outcome], now: int
+    ) -> list[_Tokenization]:
+        """The items that may be written; a refusal for each other one in ``outcomes``.
+
+        HPKE items need their key still accepted (read here, in the write
+        transaction, so a rotation or a sweep by another process counts) and
+        a payload digest never seen before, in the database or earlier in
+        this batch: one use per encrypted payload, atomically with its record.
+        """
+        keys = {item.hpke_key for item in batch if item.hpke_key is not None}
+        usable: set[str] = set()
+        if keys:
+            for key_id, accept_until, private_len in s.execute(
+                select(
+                    VaultHpkeKey.id,
+                    VaultHpkeKey.accept_until,
+                    func.length(VaultHpkeKey.wrapped_private_key),
+                ).where(VaultHpkeKey.id.in_(keys))
+            ):
+                if private_len and (accept_until is None or accept_until > now):
+                    usable.add(key_id)
+        digests = [item.seen["digest"] for item in batch if item.seen is not None]
+        used: set[str] = set()
+        if digests:
+            used.update(
+                s.scalars(select(VaultHpkeSeen.digest).where(VaultHpkeSeen.digest.in_(digests)))
+            )
+        accepted = []
+        for i, item in enumerate(batch):
+            if outcomes[i] is not None:
+                continue
+            if item.hpke_key is not None and item.hpke_key not in usable:
+                outcomes[i] = _encrypted_card_invalid()
+                continue
+            if item.seen is not None:
+                digest = item.seen["digest"]
+                if digest in used:
+                    outcomes[i] = _encrypted_card_reused()
+                    continue
+                used.add(digest)
+            accepted.append(item)
+        return accepted
 
     def fingerprint(
         self, *, account_id: str, number: str, actor: str, request_id: str | None = None
@@ -600,38 +830,50 @@ class VaultService:
                 )
             )
             self._log(s, actor=actor, action="hpke_rotate", reason=reason, detail=key_id)
+        with self._caches.lock:
+            # Cached acceptance windows of the older keys just changed.
+            self._caches.hpke_private.clear()
         return key_id
 
-    def _open_hpke(self, key_id: str, payload: str) -> tuple[dict[str, Any], str]:
-        bad = VaultError(
-            "The encrypted card could not be decrypted: fetch the current encryption key "
-            "and encrypt again.",
-            code="encrypted_card_invalid",
-        )
+    def _open_hpke(self, key_id: str, payload: str, *, now: int) -> tuple[dict[str, Any], str]:
         if not isinstance(key_id, str) or not isinstance(payload, str) or len(payload) > 8192:
-            raise bad
-        now = self._now()
-        with self.db.read() as s:
-            row = s.scalar(select(VaultHpkeKey).where(VaultHpkeKey.id == key_id))
-            if row is None or (row.accept_until is not None and row.accept_until <= now):
-                raise bad
-            version, blob = row.kek_version, row.wrapped_private_key
+            raise _encrypted_card_invalid()
         with self._caches.lock:
-            cached = self._caches.hpke_private.get(key_id)
-        if cached is None:
-            private = self.kms.unwrap(WrappedKey(version, blob), context=_hpke_context(key_id))
+            key = self._caches.hpke_private.get(key_id)
+        if key is None:
+            # First use of this key in this process: its row, read once. The
+            # acceptance window is cached with the private key; rotate_hpke and
+            # sweep drop the cache, and the write transaction reads the window
+            # again (_admit), so the cache never widens it.
+            with self.db.read() as s:
+                row = s.execute(
+                    select(
+                        VaultHpkeKey.kek_version,
+                        VaultHpkeKey.wrapped_private_key,
+                        VaultHpkeKey.accept_until,
+                    ).where(VaultHpkeKey.id == key_id)
+                ).first()
+            if row is None or not row.wrapped_private_key:
+                raise _encrypted_card_invalid()
+            if row.accept_until is not None and row.accept_until <= now:
+                raise _encrypted_card_invalid()
+            private = self.kms.unwrap(
+                WrappedKey(row.kek_version, row.wrapped_private_key),
+                context=_hpke_context(key_id),
+            )
+            key = _HpkeKey(hpke.PrivateKey(private), row.accept_until)
             with self._caches.lock:
-                self._caches.hpke_private[key_id] = SecretBytes(private, "hpke private key")
-        else:
-            private = cached.reveal()
+                self._caches.hpke_private[key_id] = key
+        if key.accept_until is not None and key.accept_until <= now:
+            raise _encrypted_card_invalid()
         try:
             raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-            clear = hpke.open_from(private, raw, info=hpke.info_for(key_id))
+            clear = hpke.open_from(key.private, raw, info=hpke.info_for(key_id))
             data = json.loads(clear)
         except (ValueError, DecryptionError):
-            raise bad from None
+            raise _encrypted_card_invalid() from None
         if not isinstance(data, dict):
-            raise bad
+            raise _encrypted_card_invalid()
         return data, hashlib.sha256(raw).hexdigest()
 
     # ------------------------------------------------------------- forwarding

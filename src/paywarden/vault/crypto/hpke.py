@@ -16,6 +16,8 @@ id cannot be presented as sealed to another.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke as _hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -53,12 +55,42 @@ def seal_to(public_key: bytes, plaintext: bytes, *, info: bytes) -> bytes:
     return _SUITE.encrypt(plaintext, X25519PublicKey.from_public_bytes(public_key), info=info)
 
 
-def open_from(private_key: bytes, payload: bytes, *, info: bytes) -> bytes:
-    """Open a payload made by :func:`seal_to`; :class:`DecryptionError` on any failure."""
-    if len(private_key) != KEY_BYTES or len(payload) < ENC_BYTES + TAG_BYTES:
+class PrivateKey:
+    """An HPKE private key parsed once, for many opens.
+
+    Parsing a raw X25519 key derives its public key (a scalar multiplication,
+    about as costly as the open itself), so a key used for many payloads is
+    loaded once. Masked in ``repr``, never pickled; the raw bytes stay inside.
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, raw: bytes) -> None:
+        if not isinstance(raw, bytes) or len(raw) != KEY_BYTES:
+            raise ValueError(f"private key must be {KEY_BYTES} bytes")
+        self._key = X25519PrivateKey.from_private_bytes(raw)
+
+    def __repr__(self) -> str:
+        return "hpke.PrivateKey(***)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("private keys are not picklable")
+
+
+def open_from(private_key: bytes | PrivateKey, payload: bytes, *, info: bytes) -> bytes:
+    """Open a payload made by :func:`seal_to` with a raw private key or a loaded
+    :class:`PrivateKey`; :class:`DecryptionError` on any failure."""
+    if len(payload) < ENC_BYTES + TAG_BYTES:
         raise DecryptionError
     try:
-        key = X25519PrivateKey.from_private_bytes(private_key)
+        if isinstance(private_key, PrivateKey):
+            key = private_key._key
+        else:
+            if len(private_key) != KEY_BYTES:
+                raise DecryptionError
+            key = X25519PrivateKey.from_private_bytes(private_key)
         return _SUITE.decrypt(payload, key, info=info)
     except (InvalidTag, ValueError, TypeError):
         # One opaque error: a malformed enc, a wrong key and a tampered ciphertext
