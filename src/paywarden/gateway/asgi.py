@@ -10,6 +10,7 @@ import logging
 from starlette.applications import Starlette
 
 from paywarden.config import Settings, load_or_create_secrets
+from paywarden.core.gctune import tune_for_service
 from paywarden.gateway.app import create_app
 from paywarden.gateway.container import build_gateway, with_background_workers
 
@@ -21,4 +22,6 @@ def app_factory() -> Starlette:
     )
     secrets = load_or_create_secrets(settings.home)
     gw = with_background_workers(build_gateway(settings, secrets))
-    return create_app(gw, background=True)
+    app = create_app(gw, background=True)
+    tune_for_service()
+    return app

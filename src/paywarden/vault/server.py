@@ -183,6 +183,9 @@ def run_vault(settings: Settings) -> None:
 
     threading.Thread(target=housekeeping, name="vault-housekeeping", daemon=True).start()
     server = pki.cert_for("vault")
+    from paywarden.core.gctune import tune_for_service
+
+    tune_for_service()
     try:
         run_mtls(
             create_vault_app(service, revoked=revocation_check(pki)),
