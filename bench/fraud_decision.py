@@ -13,6 +13,10 @@ what the engine adds. Payments come from 20,000 cards, 5,000 customers and
 emails, 10,000 devices and 30,000 IP addresses, so most are allowed and a few per cent are
 blocked by the built-in card-testing rules.
 
+The garbage collector is tuned as in the gateway process
+(:func:`paywarden.core.gctune.tune_for_service`, after set-up);
+``PAYWARDEN_GC_DEFAULTS=1`` keeps CPython's defaults.
+
     taskset -c 0 .venv/bin/python bench/fraud_decision.py [--n 5000]
 """
 
@@ -29,6 +33,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from paywarden.core.gctune import tune_for_service
 from paywarden.db import Database
 from paywarden.fraud import admin
 from paywarden.fraud.engine import DEFAULT_MODEL_PATH, FraudEngine, PaymentSignals
@@ -124,6 +129,7 @@ def main() -> None:
                 s, account_id="acct_b", livemode=False, values=["user1@example.com", "US"]
             )
 
+    tune_for_service()
     results: dict[str, list[float]] = {}
     results["baseline: transaction + rules read + list lookup"] = _run(baseline, args.n)
     stores: list[tuple[str, VelocityStore]] = [
