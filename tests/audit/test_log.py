@@ -291,3 +291,15 @@ def test_appends_without_update_returning(
     assert len({en.time for en in log.entries()}) == 1
     report = verify_store(log.store, service="gateway")
     assert report.ok, report.findings
+
+
+def test_multi_row_inserts_fit_sqlite_before_3_32() -> None:
+    """Builds before SQLite 3.32 allow 999 bound variables per statement."""
+    from paywarden.audit.store import _insert_entries
+
+    db = sqlite3.connect(":memory:")
+    db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    db.execute("CREATE TABLE audit_entries (seq INTEGER PRIMARY KEY, leaf_hash, body, time)")
+    rows = [(i, b"h" * 32, b"body %d" % i, i) for i in range(1000)]
+    _insert_entries(db, rows)
+    assert db.execute("SELECT count(*) FROM audit_entries").fetchone() == (1000,)

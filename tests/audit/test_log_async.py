@@ -310,3 +310,15 @@ def test_timeouts_expire_oldest_first_and_spare_the_settled(
 
     (first, later), last = run(main())
     assert isinstance(first, AuditWriteError) and later == 1 and last == 2
+
+
+def test_finished_event_loops_are_not_kept_alive(make_log: LogFactory, run: Runner) -> None:
+    import gc
+
+    log = make_log(lifecycle=False)
+    for i in range(5):
+        run(log.arecord(**spec(i)))
+    gc.collect()
+    assert len(log._loop_waiters) == 0
+    assert log._last_waiters is None or log._last_waiters.loop is None
+    assert [e.details for e in log.entries()] == [{"i": i} for i in range(5)]

@@ -135,19 +135,27 @@ class _LoopWaiters:
     deadline order and one timer, set for the oldest waiter, serves all.
     """
 
-    __slots__ = ("loop", "timeout", "timer", "waiting")
+    __slots__ = ("_loop", "timeout", "timer", "waiting")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        self.loop = loop
+        # Weakly: the log's map of loops must not keep a finished loop alive (a
+        # pending future holds its loop, so a loop with waiters is never lost).
+        self._loop = weakref.ref(loop)
         self.timeout = timeout
         self.waiting: deque[tuple[float, asyncio.Future[int]]] = deque()
         self.timer: asyncio.TimerHandle | None = None
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop()
+
     def add(self, future: asyncio.Future[int]) -> None:
-        deadline = self.loop.time() + self.timeout
+        loop = self.loop
+        assert loop is not None  # called on the loop's own thread
+        deadline = loop.time() + self.timeout
         self.waiting.append((deadline, future))
         if self.timer is None:
-            self.timer = self.loop.call_at(deadline, self._expire)
+            self.timer = loop.call_at(deadline, self._expire)
 
     def settle(self, batch: list[_Awaited], error: BaseException | None) -> None:
         """Resolve every future of one committed (or failed) batch.
@@ -174,13 +182,16 @@ class _LoopWaiters:
 
     def _expire(self) -> None:
         self.timer = None
-        now = self.loop.time()
+        loop = self.loop
+        if loop is None:
+            return
+        now = loop.time()
         waiting = self.waiting
         while waiting:
             deadline, future = waiting[0]
             if not future.done():
                 if deadline > now:
-                    self.timer = self.loop.call_at(deadline, self._expire)
+                    self.timer = loop.call_at(deadline, self._expire)
                     return
                 future.set_exception(
                     AuditWriteError(f"the audit entry was not confirmed within {self.timeout:g} s")
@@ -486,6 +497,9 @@ class AuditLog:
                 count += len(item.items)
             self._last_batch = len(batch)
             self._commit(batch)
+            # Nothing of a settled batch may outlive it here: its futures hold their loops.
+            batch.clear()
+            first = item = None
 
     def _commit(self, batch: list[_Pending]) -> None:
         items = [item for p in batch for item in p.items]
@@ -516,8 +530,11 @@ class AuditLog:
             elif isinstance(p, _Awaited):
                 loops.setdefault(p.waiters, []).append(p)
         for waiters, awaited in loops.items():
+            loop = waiters.loop  # alive: each awaited future holds it
             try:
-                waiters.loop.call_soon_threadsafe(waiters.settle, awaited, error)
+                if loop is None:
+                    raise RuntimeError("event loop is gone")
+                loop.call_soon_threadsafe(waiters.settle, awaited, error)
             except RuntimeError:
                 # The loop is closed: nobody can await these any more. Their
                 # entries are committed (or failed) like the rest of the batch.

@@ -176,9 +176,9 @@ def _values_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([one] * rows)  # noqa: S608 - names are our constants
 
 
-# Multi-row INSERTs of 2**k rows, k <= _MAX_ROWS_LOG2 (4 columns: 1,024 parameters
-# at most, far below any build's variable limit).
-_MAX_ROWS_LOG2 = 8
+# Multi-row INSERTs of 2**k rows, k <= _MAX_ROWS_LOG2 (4 columns: 512 parameters
+# at most, within SQLite's default limit of 999 before 3.32 as well).
+_MAX_ROWS_LOG2 = 7
 
 
 def _insert_many(
@@ -191,7 +191,7 @@ def _insert_many(
     threads that build entries (with CPU-bound threads around, a 200-row
     transaction took 259 ms with ``executemany`` and 138 ms this way).
     Multi-row statements of ``2**k`` rows (the binary digits of ``len(rows)``:
-    one statement per 256 rows plus at most 8, all prepared once and kept in
+    one statement per 128 rows plus at most 7, all prepared once and kept in
     the connection's statement cache) step a handful of times. In the audit
     benchmark: ~4 % more appends/s, ~3 µs less CPU per entry.
     """
