@@ -436,3 +436,47 @@ def test_sqlite_store_writes_one_row_per_attempt(tmp_path: Path) -> None:
     assert tables == {"fraud_velocity_attempt"}
     assert rows[0] == ("pi_1", "authorized")
     assert len(rows) == 2 and rows[1][0].startswith("~") and rows[1][1] is None
+
+
+def test_a_late_card_keeps_the_distinct_card_counts_exact(tmp_path: Path) -> None:
+    """A card reported with an older time than cards already seen (a late
+    event) is counted in its own place: live and after a restart alike."""
+    path = tmp_path / "late.db"
+    live = SqliteVelocityStore(path)
+    live.record(ev(T0, card="a", ip_address="ip"))
+    live.record(ev(T0 - 25 * HOUR, card="b", ip_address="ip"))  # late, outside the day
+    live.record(ev(T0 - 2 * HOUR, card="c", ip_address="ip"))  # late, inside the day
+    snap = live.snapshot(at=T0, ip_address="ip")
+    assert snap["card_count_for_ip_address_daily"] == 2
+    assert snap["card_count_for_ip_address_weekly"] == 3
+    assert snap["card_count_for_ip_address_hourly"] == 1
+    live.close()
+    live.close()  # a second close does nothing
+    reopened = SqliteVelocityStore(path)
+    assert reopened.snapshot(at=T0, ip_address="ip") == snap
+    reopened.close()
+
+
+def test_close_waits_for_a_record_in_flight(tmp_path: Path) -> None:
+    store = SqliteVelocityStore(tmp_path / "closing.db")
+    errors: list[BaseException] = []
+    started = threading.Event()
+
+    def work() -> None:
+        started.set()
+        try:
+            for i in range(300):
+                store.record(ev(T0 + i, card=f"c{i}", ip_address="ip"), attempt_id=f"pi_{i}")
+        except Exception as exc:  # after close, a record fails cleanly
+            errors.append(exc)
+
+    t = threading.Thread(target=work)
+    t.start()
+    started.wait()
+    store.close()
+    t.join()
+    assert all(isinstance(e, Exception) for e in errors)
+    reopened = SqliteVelocityStore(tmp_path / "closing.db")
+    n = reopened.snapshot(at=T0 + 400, ip_address="ip")["total_charges_per_ip_address_hourly"]
+    assert 0 < n <= 300
+    reopened.close()

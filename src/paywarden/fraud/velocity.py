@@ -350,8 +350,16 @@ class _Entity:
             last = seen.get(card)
             if last is not None and last >= at:
                 continue
+            newest = next(reversed(seen.values())) if seen else at
             seen[card] = at
-            seen.move_to_end(card)
+            if at >= newest:
+                seen.move_to_end(card)
+            else:
+                # A late arrival: keep the oldest-first order that counting and
+                # eviction rely on (rare, so a re-sort is cheap enough).
+                ordered = sorted(seen.items(), key=lambda kv: kv[1])
+                seen.clear()
+                seen.update(ordered)
             if next(iter(seen.values())) <= at - w.seconds:
                 _evict_cards(seen, at - w.seconds)
 

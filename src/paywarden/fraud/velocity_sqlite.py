@@ -28,6 +28,7 @@ Given a :class:`~paywarden.db.Database`, it creates its table there if missing
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sqlite3
 import threading
@@ -64,6 +65,8 @@ _INSERT_ATTEMPT = (
 # An event recorded without an attempt id is stored under one of these, which
 # no confirm's attempt key can look like.
 _ANONYMOUS = "~"
+
+log = logging.getLogger("paywarden.fraud")
 
 
 _Step = tuple[str, Sequence[dict[str, Any]]]
@@ -144,19 +147,30 @@ class _FileBackend:
         return list(self._conn.execute(sql))
 
     def _checkpoint_loop(self) -> None:
-        conn = self._connect(self._path)
-        try:
-            while not self._stop.wait(self.CHECKPOINT_SECONDS):
+        conn: sqlite3.Connection | None = None
+        while not self._stop.wait(self.CHECKPOINT_SECONDS):
+            try:
+                if conn is None:
+                    conn = self._connect(self._path)
                 # PASSIVE: copies what it can without waiting for the writer.
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
+            except sqlite3.Error:
+                # Autocheckpoint is off: this thread must outlive a bad moment
+                # (a locked or briefly unavailable file), or the WAL grows.
+                log.exception("velocity WAL checkpoint failed; retrying")
+        if conn is not None:
             conn.close()
 
     def close(self) -> None:
+        """Called under the store's lock; a second call does nothing."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._checkpointer.join()
-        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._conn.close()
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._conn.close()
 
 
 class SqliteVelocityStore(MemoryVelocityStore):
@@ -166,11 +180,17 @@ class SqliteVelocityStore(MemoryVelocityStore):
             _AlchemyBackend(target) if isinstance(target, Database) else _FileBackend(Path(target))
         )
         self._replaying = False
-        self._sql.run([(ddl, [{}]) for ddl in _SCHEMA])
-        self._load()
+        try:
+            self._sql.run([(ddl, [{}]) for ddl in _SCHEMA])
+            self._load()
+        except BaseException:
+            self._sql.close()
+            raise
 
     def close(self) -> None:
-        self._sql.close()
+        # Under the lock: no record may be half-way through the connection.
+        with self._lock:
+            self._sql.close()
 
     def _load(self) -> None:
         rows = self._sql.query(
