@@ -67,10 +67,13 @@ class Database:
         echo: bool = False,
         sqlite_journal_mode: str = "WAL",
         sqlite_secure_delete: bool = False,
+        hide_parameters: bool = False,
     ) -> None:
         """``sqlite_journal_mode`` / ``sqlite_secure_delete``: the vault runs with
         a rollback journal and secure delete, so no old page image (a shredded
-        key, a used CVC) survives in a WAL file."""
+        key, a used CVC) survives in a WAL file. ``hide_parameters``: database
+        errors do not quote the statement's values (the vault's are other
+        tenants' tokens and fingerprints when a batch fails)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -78,12 +81,18 @@ class Database:
                 "journal_mode": sqlite_journal_mode,
                 "secure_delete": sqlite_secure_delete,
                 "echo": echo,
+                "hide_parameters": hide_parameters,
             }
             self.read_engine = _sqlite_engine(url, immediate=False, **opts)
             self.write_engine = _sqlite_engine(url, immediate=True, **opts)
         else:
             self.write_engine = create_engine(
-                url, echo=echo, pool_size=20, max_overflow=20, pool_pre_ping=True
+                url,
+                echo=echo,
+                pool_size=20,
+                max_overflow=20,
+                pool_pre_ping=True,
+                hide_parameters=hide_parameters,
             )
             self.read_engine = self.write_engine
         self._write_lock = threading.Lock() if self.is_sqlite else None

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from paywarden.vault.groupcommit import GroupCommit, Outcome
+from paywarden.vault.groupcommit import GroupCommit, GroupCommitFailed, Outcome
 
 WAIT = 5.0
 
@@ -17,7 +17,12 @@ WAIT = 5.0
 class Recorder:
     """A commit that records its batches; ``hold`` keeps the next commit open."""
 
-    def __init__(self, decide: Callable[[str], Outcome] = lambda _item: None) -> None:
+    def __init__(
+        self,
+        decide: Callable[[str], Outcome] = lambda _item: None,
+        fail_with: BaseException | None = None,
+    ) -> None:
+        self.fail_with = fail_with  # raised by every batch but the first caller's
         self.batches: list[list[str]] = []
         self.committed: set[str] = set()
         self.hold = threading.Event()
@@ -29,6 +34,8 @@ class Recorder:
         self.batches.append(list(batch))
         self.entered.set()
         assert self.hold.wait(WAIT)
+        if self.fail_with is not None and "first" not in batch:
+            raise self.fail_with
         outcomes = [self.decide(item) for item in batch]
         self.committed.update(i for i, o in zip(batch, outcomes, strict=True) if o is None)
         return outcomes
@@ -143,15 +150,69 @@ def test_a_commit_that_raises_fails_its_whole_batch_and_only_it() -> None:
         return [None] * len(batch)
 
     gc: GroupCommit[str] = GroupCommit(commit)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(GroupCommitFailed, match="OSError") as caught:
         gc.submit("boom")
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
     gc.submit("next")  # the next batch is unaffected
     assert calls["n"] == 2
 
 
+def test_callers_of_a_failed_batch_never_share_an_exception() -> None:
+    """One exception object raised in several threads would gather all their
+    frames, and the card data in their locals, in one traceback."""
+    rec = Recorder(fail_with=OSError("disk full"))
+    gc: GroupCommit[str] = GroupCommit(rec)
+    callers = _start_batch(gc, rec, ["a", "b", "c"])
+    rec.hold.set()
+    for c in callers:
+        assert c.returned.wait(WAIT)
+    assert callers[0].error is None
+    errors = [c.error for c in callers[1:]]
+    assert all(isinstance(e, GroupCommitFailed) for e in errors)
+    assert len({id(e) for e in errors}) == len(errors)
+
+
+def test_an_items_own_failure_comes_without_the_leaders_traceback() -> None:
+    def commit(batch: Sequence[str]) -> list[Outcome]:
+        try:
+            raise ValueError(f"bad {batch[0]}")
+        except ValueError as exc:
+            return [exc]
+
+    gc: GroupCommit[str] = GroupCommit(commit)
+    with pytest.raises(ValueError, match="bad x") as caught:
+        gc.submit("x")
+    tb = caught.value.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert "commit" not in frames  # only the raise in submit, not the leader's stack
+
+
+def test_an_interrupted_leader_strands_no_item() -> None:
+    """A BaseException (KeyboardInterrupt) in the leader fails its batch; an
+    item that never ran is taken out of the queue, not committed later for a
+    caller that was told it failed."""
+    committed: list[str] = []
+
+    def commit(batch: Sequence[str]) -> list[Outcome]:
+        if "a" in batch:
+            raise KeyboardInterrupt
+        committed.extend(batch)
+        return [None] * len(batch)
+
+    gc: GroupCommit[str] = GroupCommit(commit, max_batch=1)
+    with pytest.raises(KeyboardInterrupt):  # the leader's own thread gets the interrupt
+        gc.submit("a")
+    gc.submit("b")
+    assert committed == ["b"]
+    assert not gc._leading and gc._queue == []
+
+
 def test_a_wrong_number_of_outcomes_fails_the_batch() -> None:
     gc: GroupCommit[str] = GroupCommit(lambda batch: [])
-    with pytest.raises(RuntimeError, match="one outcome per item"):
+    with pytest.raises(GroupCommitFailed, match="RuntimeError"):
         gc.submit("a")
 
 

@@ -347,3 +347,45 @@ def test_a_unique_key_clash_fails_only_the_item_that_caused_it(
     # The clash surfaced at the insert, before the batch's audit entries: each
     # stored card is audited exactly once, the failed one not at all.
     assert _tokens_in_audit(svc) == [r.token for r in ok]
+
+
+def test_a_key_destroyed_by_another_vault_process_stops_decrypting_here(tmp_path: Path) -> None:
+    """The cached private key is read again after a minute: once another
+    process has rotated and swept, this one refuses the key before opening
+    anything (not only when writing)."""
+    clock = FrozenClock(START)
+    here = _service(tmp_path, clock, audit=None)
+    there = _service(tmp_path, clock, audit=None)
+    here.ensure_hpke_key()
+    key = here.encryption_keys()[0]
+    encrypted(here, key, seal(key, iat=int(clock.now())))()  # cached here
+    there.rotate_hpke(actor="operator")
+    clock.advance(7 * 86400)
+    assert there.sweep()["hpke_keys_destroyed"] == 1
+    bad_number = seal(key, iat=int(clock.now()), number="4242424242424241")
+    with pytest.raises(VaultError) as refused:  # not a card error: nothing was decrypted
+        encrypted(here, key, bad_number)()
+    assert refused.value.code == "encrypted_card_invalid"
+    assert key["id"] not in here._caches.hpke_private
+
+
+def test_a_key_read_before_a_rotation_is_not_cached_after_it(tmp_path: Path) -> None:
+    clock = FrozenClock(START)
+    svc = _service(tmp_path, clock, audit=None)
+    svc.ensure_hpke_key()
+    key = svc.encryption_keys()[0]
+    real_unwrap = svc.kms.unwrap
+    rotated: list[str] = []
+
+    def unwrap(*a: Any, **kw: Any) -> bytes:
+        if not rotated:  # between this request's row read and its cache insert
+            rotated.append(svc.rotate_hpke(actor="operator"))
+        return real_unwrap(*a, **kw)
+
+    svc.kms.unwrap = unwrap  # type: ignore[method-assign]
+    encrypted(svc, key, seal(key, iat=int(clock.now())))()
+    assert key["id"] not in svc._caches.hpke_private  # its acceptance window changed meanwhile
+    clock.advance(2 * 3600)  # past this policy's one-hour overlap
+    with pytest.raises(VaultError) as refused:
+        encrypted(svc, key, seal(key, iat=int(clock.now()), number="4242424242424241"))()
+    assert refused.value.code == "encrypted_card_invalid"

@@ -18,20 +18,25 @@ Under load, callers queue while the leader commits, so batches grow by
 themselves.
 
 ``commit`` receives the items in queue order and returns one outcome per item:
-``None`` for success or the exception that item's caller must raise, so one
-bad item fails alone. If ``commit`` raises, every item of that batch fails
-with that exception. :meth:`GroupCommit.submit` returns only after ``commit``
+``None`` for success or the exception that item's caller must raise (a
+distinct object per item), so one bad item fails alone; it is raised without
+the committing thread's traceback. If ``commit`` raises, every item of that
+batch fails with a :class:`GroupCommitFailed` of its own, never a shared
+object. :meth:`GroupCommit.submit` returns only after ``commit``
 has returned for the batch holding the item, so when ``commit`` returns only
 after a durable commit, so does every caller.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("paywarden.vault")
 
 Outcome = BaseException | None
 
@@ -69,25 +74,35 @@ class GroupCommit(Generic[T]):
         slot = _Slot(item)
         with self._lock:
             self._queue.append(slot)
-            while not slot.done:
-                if self._leading:
-                    # Woken at the end of every batch: either ours was in it, or
-                    # the next batch needs a leader.
-                    self._waiting += 1
-                    self._cond.wait()
-                    self._waiting -= 1
-                    continue
-                self._leading = True
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-                self._lock.release()
-                try:
-                    self._run(batch)
-                finally:
-                    self._lock.acquire()
-                    self._leading = False
-                    if self._waiting:
-                        self._cond.notify_all()
+            try:
+                while not slot.done:
+                    if self._leading:
+                        # Woken at the end of every batch: either ours was in it,
+                        # or the next batch needs a leader.
+                        self._waiting += 1
+                        try:
+                            self._cond.wait()
+                        finally:
+                            self._waiting -= 1
+                        continue
+                    try:
+                        self._leading = True
+                        batch = self._queue[: self._max_batch]
+                        del self._queue[: self._max_batch]
+                        self._lock.release()
+                        try:
+                            self._run(batch)
+                        finally:
+                            self._lock.acquire()
+                    finally:
+                        self._leading = False
+                        if self._waiting:
+                            self._cond.notify_all()
+            finally:
+                if not slot.done and slot in self._queue:
+                    # Interrupted before its batch ran: it must not be committed
+                    # later on behalf of a caller that was told it failed.
+                    self._queue.remove(slot)
         if slot.outcome is not None:
             raise slot.outcome
 
@@ -98,13 +113,35 @@ class GroupCommit(Generic[T]):
             if len(outcomes) != len(batch):
                 raise RuntimeError("group commit: one outcome per item expected")
         except BaseException as exc:
-            # Nobody in this batch may believe their item was committed.
+            # Nobody in this batch may believe their item was committed. Each
+            # caller gets an exception of its own: one object raised in many
+            # threads would gather all their frames (and the card data in
+            # their locals) in one traceback. The cause is logged here, once.
+            log.error("group commit of %d items failed", len(batch), exc_info=exc)
             for slot in batch:
-                slot.outcome = exc
+                slot.outcome = GroupCommitFailed(
+                    f"the batch was not committed ({type(exc).__name__})"
+                )
                 slot.done = True
             if not isinstance(exc, Exception):
                 raise
             return
         for slot, outcome in zip(batch, outcomes, strict=True):
-            slot.outcome = outcome
+            slot.outcome = _detached(outcome)
             slot.done = True
+
+
+class GroupCommitFailed(RuntimeError):
+    """The batch holding the caller's item failed as a whole; nothing of it was committed."""
+
+
+def _detached(outcome: Outcome) -> Outcome:
+    """The item's own failure without the committing thread's traceback, cause
+    or context: those frames belong to the leader and to other items."""
+    if outcome is None:
+        return None
+    outcome.__traceback__ = None
+    outcome.__cause__ = None
+    outcome.__context__ = None
+    outcome.__suppress_context__ = True
+    return outcome

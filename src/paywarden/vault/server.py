@@ -37,7 +37,9 @@ def vault_database(url: str) -> Database:
     dead tuples and WAL archives may keep old rows until vacuumed and expired:
     KEK rotation and retirement (``vault retire``) make such remnants useless."""
     upgrade(url)
-    return Database(url, sqlite_journal_mode="DELETE", sqlite_secure_delete=True)
+    return Database(
+        url, sqlite_journal_mode="DELETE", sqlite_secure_delete=True, hide_parameters=True
+    )
 
 
 def build_kms(settings: Settings) -> KeyManager:

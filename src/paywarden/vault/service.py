@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -119,6 +119,13 @@ class _HpkeKey:
 
     private: hpke.PrivateKey
     accept_until: int | None
+    loaded: int  # the vault clock's time when the row was read
+
+
+# A cached HPKE key's row is read again after this long, so a key retired or
+# destroyed by another process stops decrypting here within a minute (this
+# process's own rotations and sweeps drop it at once).
+HPKE_KEY_RECHECK_SECONDS = 60
 
 
 @dataclass
@@ -126,6 +133,18 @@ class _Caches:
     lock: threading.Lock = field(default_factory=threading.Lock)
     tenant_keys: dict[str, SecretBytes] = field(default_factory=dict)
     hpke_private: dict[str, _HpkeKey] = field(default_factory=dict)
+    # Bumped (under ``lock``) by every change of HPKE key rows here: a key read
+    # before a change is not cached after it.
+    hpke_generation: int = 0
+
+    def drop_hpke(self, key_ids: Iterable[str] | None = None) -> None:
+        with self.lock:
+            self.hpke_generation += 1
+            if key_ids is None:
+                self.hpke_private.clear()
+            else:
+                for key_id in key_ids:
+                    self.hpke_private.pop(key_id, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -665,7 +684,13 @@ class VaultService:
         try:
             self._write_tokenizations(batch, outcomes)
         except VaultError as exc:  # the audit log is unavailable
-            return [exc if outcome is None else outcome for outcome in outcomes]
+            # One object per caller: a shared one would collect every caller's
+            # frames (and their card numbers) in its traceback.
+            status, code, message = exc.status, exc.code, str(exc)
+            return [
+                VaultError(message, status=status, code=code) if outcome is None else outcome
+                for outcome in outcomes
+            ]
         except (_RetryAlone, IntegrityError):
             # Only these can be one item's fault (an entry the audit log
             # refuses, a unique key taken meanwhile). Any other database error
@@ -728,6 +753,9 @@ class VaultService:
             ):
                 if private_len and (accept_until is None or accept_until > now):
                     usable.add(key_id)
+            if keys - usable:
+                # Retired or destroyed elsewhere: this process stops using them now.
+                self._caches.drop_hpke(keys - usable)
         digests = [item.seen["digest"] for item in batch if item.seen is not None]
         used: set[str] = set()
         if digests:
@@ -830,9 +858,8 @@ class VaultService:
                 )
             )
             self._log(s, actor=actor, action="hpke_rotate", reason=reason, detail=key_id)
-        with self._caches.lock:
-            # Cached acceptance windows of the older keys just changed.
-            self._caches.hpke_private.clear()
+        # Cached acceptance windows of the older keys just changed.
+        self._caches.drop_hpke()
         return key_id
 
     def _open_hpke(self, key_id: str, payload: str, *, now: int) -> tuple[dict[str, Any], str]:
@@ -840,6 +867,15 @@ class VaultService:
             raise _encrypted_card_invalid()
         with self._caches.lock:
             key = self._caches.hpke_private.get(key_id)
+            generation = self._caches.hpke_generation
+        if key is not None and (
+            (key.accept_until is not None and key.accept_until <= now)
+            or now - key.loaded >= HPKE_KEY_RECHECK_SECONDS
+        ):
+            self._caches.drop_hpke([key_id])  # past its window, or due for a re-read
+            with self._caches.lock:
+                generation = self._caches.hpke_generation
+            key = None
         if key is None:
             # First use of this key in this process: its row, read once. The
             # acceptance window is cached with the private key; rotate_hpke and
@@ -861,9 +897,10 @@ class VaultService:
                 WrappedKey(row.kek_version, row.wrapped_private_key),
                 context=_hpke_context(key_id),
             )
-            key = _HpkeKey(hpke.PrivateKey(private), row.accept_until)
+            key = _HpkeKey(hpke.PrivateKey(private), row.accept_until, now)
             with self._caches.lock:
-                self._caches.hpke_private[key_id] = key
+                if self._caches.hpke_generation == generation:
+                    self._caches.hpke_private[key_id] = key
         if key.accept_until is not None and key.accept_until <= now:
             raise _encrypted_card_invalid()
         try:
@@ -1123,8 +1160,7 @@ class VaultService:
             ).all()
             for h in retired:
                 h.wrapped_private_key = b""
-                with self._caches.lock:
-                    self._caches.hpke_private.pop(h.id, None)
+            self._caches.drop_hpke([h.id for h in retired])
             stale = s.scalars(
                 select(VaultCard).where(
                     VaultCard.shredded_at.is_(None),
