@@ -68,6 +68,15 @@ BENCH_KEY = base64.urlsafe_b64encode(b"paywarden-audit-bench-key-32byte")
 ACTOR = Actor.api_key("key_bench")
 
 
+def _in_threads(work: Callable[[int], None], threads: int) -> None:
+    """Run ``work(t)`` for t in 0..threads-1, each on its own thread, and wait."""
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -163,11 +172,7 @@ def thread_appends(path: Path, threads: int, per_thread: int, max_batch: int = 1
             log.record(**entry(t, i))
 
     def run() -> int:
-        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
+        _in_threads(work, threads)
         return threads * per_thread
 
     return _timed(log, run)
@@ -203,11 +208,7 @@ def batched_appends(path: Path, threads: int, batches: int, batch: int) -> Resul
             )
 
     def run() -> int:
-        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
+        _in_threads(work, threads)
         return threads * batches * batch
 
     return _timed(log, run)

@@ -21,9 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from paywarden.audit import AuditLog, KmsSealer
-from paywarden.audit.signing import Signer
-from paywarden.audit.store import AuditStore
+from paywarden.audit import AuditLog
 from paywarden.core.clock import FrozenClock
 from paywarden.db import Database
 from paywarden.vault.bins import BinTable
@@ -38,6 +36,7 @@ from paywarden.vault.service import (
     VaultService,
     _card_record,
 )
+from tests.vault.conftest import vault_audit_log
 from tests.vault.test_service import START, VISA, seal
 
 MASTERCARD = "5555555555554444"
@@ -66,14 +65,7 @@ def clock() -> FrozenClock:
 @pytest.fixture
 def svc(tmp_path: Path, clock: FrozenClock) -> Iterator[VaultService]:
     kms = LocalKeyring.open(tmp_path / "keyring.json", b"m" * 32)
-    store = AuditStore(f"sqlite:///{tmp_path / 'audit.sqlite'}")
-    audit = AuditLog(
-        store,
-        service="vault",
-        signer=Signer(store, service="vault", sealer=KmsSealer(kms)),
-        pseudonym_key=b"p" * 32,
-        sign_interval=None,
-    )
+    audit = vault_audit_log(tmp_path, kms)
     service = _service(tmp_path, clock, audit=audit)
     yield service
     service.close()

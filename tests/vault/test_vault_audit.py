@@ -9,29 +9,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from paywarden.audit import AuditLog, KmsSealer, verify_store
-from paywarden.audit.signing import Signer
-from paywarden.audit.store import AuditStore
+from paywarden.audit import verify_store
 from paywarden.core.clock import FrozenClock
 from paywarden.vault.bins import BinTable
 from paywarden.vault.kms import LocalKeyring
 from paywarden.vault.models import VaultCard
 from paywarden.vault.server import vault_database
 from paywarden.vault.service import VaultError, VaultPolicy, VaultService
+from tests.vault.conftest import vault_audit_log
 from tests.vault.test_service import START, VISA, tokenize
 
 
 @pytest.fixture
 def svc(tmp_path: Path) -> Iterator[VaultService]:
     kms = LocalKeyring.open(tmp_path / "keyring.json", b"m" * 32)
-    store = AuditStore(f"sqlite:///{tmp_path / 'audit.sqlite'}")
-    audit = AuditLog(
-        store,
-        service="vault",
-        signer=Signer(store, service="vault", sealer=KmsSealer(kms)),
-        pseudonym_key=b"p" * 32,
-        sign_interval=None,
-    )
+    audit = vault_audit_log(tmp_path, kms)
     service = VaultService(
         db=vault_database(f"sqlite:///{tmp_path / 'vault.db'}"),
         kms=kms,
