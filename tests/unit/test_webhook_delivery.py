@@ -495,7 +495,9 @@ def test_hanging_receiver_does_not_block_other_endpoint(
     dispatchers: Callable[..., WebhookDispatcher],
     receivers: Callable[..., Receiver],
 ) -> None:
-    dispatcher = dispatchers(concurrency=2, timeout=1.5)
+    # The slow request's timeout must outlast the fast delivery even on a
+    # loaded machine (1.5 s once did not, under three concurrent test runs).
+    dispatcher = dispatchers(concurrency=2, timeout=4.0)
     slow = receivers([200], hang=True)
     fast = receivers([200])
     slow_ep, _ = add_endpoint(db, box, clock, slow.url)  # created first: claimed first
