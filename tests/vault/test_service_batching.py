@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from paywarden.audit import AuditLog
 from paywarden.core.clock import FrozenClock
@@ -381,3 +381,31 @@ def test_a_key_read_before_a_rotation_is_not_cached_after_it(tmp_path: Path) -> 
     with pytest.raises(VaultError) as refused:
         encrypted(svc, key, seal(key, iat=int(clock.now()), number="4242424242424241"))()
     assert refused.value.code == "encrypted_card_invalid"
+
+
+def test_a_card_audited_but_not_stored_is_recorded_as_such(
+    svc: VaultService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit entry is durable before the vault's transaction; when that
+    transaction then fails, the log says the card was not stored."""
+    import paywarden.vault.service as service_mod
+
+    real = service_mod._insert_stmt
+
+    def failing(model: type) -> Any:
+        if model is VaultAccessLog:
+            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+        return real(model)
+
+    monkeypatch.setattr(service_mod, "_insert_stmt", failing)
+    with pytest.raises(Exception, match="not committed"):
+        card(svc)()
+    monkeypatch.undo()
+    assert svc.audit is not None
+    tokenize_entries = [e for e in svc.audit.entries() if e.event == "vault.tokenize"]
+    assert [e.outcome for e in tokenize_entries] == ["success", "failure"]
+    assert tokenize_entries[1].reason is not None and "not stored" in tokenize_entries[1].reason
+    assert tokenize_entries[0].resource == tokenize_entries[1].resource
+    with svc.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(VaultCard)) == 0
+    assert card(svc)().token  # and the vault works again

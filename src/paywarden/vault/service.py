@@ -713,23 +713,50 @@ class VaultService:
         replay digests, cards, CVCs, then the audit entries (durable before
         the commit, as in :meth:`_log`), then the access-log rows."""
         now = self._now()
-        with self.db.write() as s:
-            accepted = self._admit(s, batch, outcomes, now)
-            if not accepted:
-                return
-            seen = [item.seen for item in accepted if item.seen is not None]
-            if seen:
-                # The primary key holds the digest too: a concurrent writer
-                # elsewhere fails this transaction rather than replay.
-                s.execute(_insert_stmt(VaultHpkeSeen), seen)
-            s.execute(_insert_stmt(VaultCard), [item.card for item in accepted])
-            cvcs = [item.cvc for item in accepted if item.cvc is not None]
-            if cvcs:
-                s.execute(_insert_stmt(VaultCvc), cvcs)
-            self._audit_many([item.audit for item in accepted if item.audit is not None])
-            s.execute(
-                _insert_stmt(VaultAccessLog), [{"at": now, **item.access} for item in accepted]
+        audited: list[dict[str, Any]] = []
+        try:
+            with self.db.write() as s:
+                accepted = self._admit(s, batch, outcomes, now)
+                if not accepted:
+                    return
+                seen = [item.seen for item in accepted if item.seen is not None]
+                if seen:
+                    # The primary key holds the digest too: a concurrent writer
+                    # elsewhere fails this transaction rather than replay.
+                    s.execute(_insert_stmt(VaultHpkeSeen), seen)
+                s.execute(_insert_stmt(VaultCard), [item.card for item in accepted])
+                cvcs = [item.cvc for item in accepted if item.cvc is not None]
+                if cvcs:
+                    s.execute(_insert_stmt(VaultCvc), cvcs)
+                specs = [item.audit for item in accepted if item.audit is not None]
+                self._audit_many(specs)
+                audited = specs
+                s.execute(
+                    _insert_stmt(VaultAccessLog), [{"at": now, **item.access} for item in accepted]
+                )
+        except Exception:
+            if audited:
+                self._audit_not_stored(audited)
+            raise
+
+    def _audit_not_stored(self, specs: Sequence[dict[str, Any]]) -> None:
+        """The entries were durable before the vault's own transaction, which
+        then failed: say so in the log, so "tokenize success" is not the last
+        word on cards that were never stored. Best effort: the caller's error
+        stands whatever happens here."""
+        try:
+            self._audit_many(
+                [
+                    {
+                        **spec,
+                        "outcome": "failure",
+                        "reason": "not stored: the vault's transaction failed after this entry",
+                    }
+                    for spec in specs
+                ]
             )
+        except (VaultError, _RetryAlone):
+            log.error("could not record that %d audited tokenizations were not stored", len(specs))
 
     def _admit(
         self, s: Session, batch: Sequence[_Tokenization], outcomes: list[Outcome], now: int
