@@ -9,7 +9,7 @@ import hashlib
 import hmac
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from paywarden.core.errors import InvalidRequestError, ResourceMissingError
@@ -159,6 +159,15 @@ def vault_token(pm: PaymentMethod) -> str | None:
     return ref if kind == "vault" else None
 
 
+# Built once (building a select and its cache key costs about 50 µs a time).
+_GET = select(PaymentMethod).where(
+    PaymentMethod.id == bindparam("pm_id"),
+    PaymentMethod.account_id == bindparam("account_id"),
+    PaymentMethod.livemode == bindparam("livemode"),
+)
+_GET_FOR_UPDATE = _GET.with_for_update()
+
+
 def get(
     session: Session,
     *,
@@ -168,14 +177,10 @@ def get(
     param: str = "id",
     for_update: bool = False,
 ) -> PaymentMethod:
-    q = select(PaymentMethod).where(
-        PaymentMethod.id == pm_id,
-        PaymentMethod.account_id == account_id,
-        PaymentMethod.livemode == livemode,
+    pm = session.scalar(
+        _GET_FOR_UPDATE if for_update else _GET,
+        {"pm_id": pm_id, "account_id": account_id, "livemode": livemode},
     )
-    if for_update:
-        q = q.with_for_update()
-    pm = session.scalar(q)
     if pm is None:
         raise ResourceMissingError("PaymentMethod", pm_id, param=param)
     return pm
