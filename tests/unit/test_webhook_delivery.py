@@ -497,7 +497,7 @@ def test_hanging_receiver_does_not_block_other_endpoint(
 ) -> None:
     # The slow request's timeout must outlast the fast delivery even on a
     # loaded machine (1.5 s once did not, under three concurrent test runs).
-    dispatcher = dispatchers(concurrency=2, timeout=4.0)
+    dispatcher = dispatchers(concurrency=2, timeout=8.0)
     slow = receivers([200], hang=True)
     fast = receivers([200])
     slow_ep, _ = add_endpoint(db, box, clock, slow.url)  # created first: claimed first
@@ -507,15 +507,17 @@ def test_hanging_receiver_does_not_block_other_endpoint(
 
     assert dispatcher.deliver_due_once(wait=False) == 2
     (fast_d,) = deliveries(db, endpoint_id=fast_ep)
+    # The two run side by side: the slow request reaches its receiver, which
+    # holds it open; the fast delivery finishes meanwhile. (Either may reach
+    # its receiver first, so the test waits for both rather than assuming.)
+    wait_until(slow.got.is_set)
     wait_until(lambda: deliveries(db, endpoint_id=fast_ep)[0].status == "succeeded")
-    # Ordering: the fast delivery finished while the slow request was still held open.
-    assert slow.got.is_set()
     (slow_d,) = deliveries(db, endpoint_id=slow_ep)
     assert slow_d.attempts == 0
     assert attempts(db, slow_d.id) == []
     assert [a.status_code for a in attempts(db, fast_d.id)] == [200]
 
-    wait_until(lambda: dispatcher.inflight() == 0)
+    wait_until(lambda: dispatcher.inflight() == 0, timeout=30.0)
     (slow_d,) = deliveries(db, endpoint_id=slow_ep)
     assert slow_d.status == "pending"
     assert slow_d.attempts == 1
