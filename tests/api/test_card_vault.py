@@ -418,13 +418,16 @@ def test_unknown_outcomes_through_the_vault_are_retried_or_reconciled(
     Either way exactly one authorization exists."""
     import time
 
+    from paywarden.acquirers.base import AcquirerError
     from paywarden.payments.models import AcquirerAttempt, Charge
     from paywarden.payments.reconcile import Reconciler
 
     gw = merchant.gw
     pm = create_pm(api)
+    # The vault's forward times out after 1 s; the answer is held far longer
+    # (until the vault hangs up), so a slow vault cannot still receive it.
     clean_acquirers.faults(
-        "sandbox_a", mode="lost_response", latency_ms=1500, count=faults, operations=["authorize"]
+        "sandbox_a", mode="lost_response", latency_ms=30_000, count=faults, operations=["authorize"]
     )
     pi = api.post(
         "/v1/payment_intents", {"amount": 1300, "currency": "usd", "payment_method": pm["id"]}
@@ -434,7 +437,22 @@ def test_unknown_outcomes_through_the_vault_are_retried_or_reconciled(
     if faults == 2:
         assert r.json()["status"] == "processing"
         clean_acquirers.reset()
-        time.sleep(1.6)
+        # Until the sandbox has committed the authorization it was holding.
+        with gw.db.read() as s:
+            key = s.scalars(
+                select(AcquirerAttempt.idempotency_key).where(
+                    AcquirerAttempt.payment_intent_id == pi["id"]
+                )
+            ).one()
+        conn = gw.router.get("sandbox_a")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn.lookup_authorization(key)
+                break
+            except AcquirerError:
+                assert time.monotonic() < deadline, "the acquirer never processed it"
+                time.sleep(0.05)
         assert Reconciler(gw.payments, interval=0).run_once() == 1
     final = api.get(f"/v1/payment_intents/{pi['id']}").json()
     assert final["status"] == "succeeded"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from paywarden.customers.models import Customer
@@ -87,11 +89,21 @@ def test_key_too_long(api: Api) -> None:
 
 
 def test_concurrent_same_key_gets_409(
-    api: Api, gateway: Gateway, clean_acquirers: Acquirers
+    api: Api, gateway: Gateway, clean_acquirers: Acquirers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Slow the acquirer so the first confirm is still in flight.
-    for name in clean_acquirers.urls:
-        clean_acquirers.faults(name, mode="latency", latency_ms=800, count=None)
+    # Hold the first confirm at the acquirer until the second one has been
+    # answered: it is in flight then, however slow the machine (a fixed sleep
+    # and a slow acquirer raced both the second request and the 1 s timeout).
+    at_acquirer = threading.Event()
+    release = threading.Event()
+    for conn in gateway.router.connectors:
+
+        def held(*args: Any, _authorize: Any = conn.authorize, **kwargs: Any) -> Any:
+            at_acquirer.set()
+            assert release.wait(60)
+            return _authorize(*args, **kwargs)
+
+        monkeypatch.setattr(conn, "authorize", held)
     pi = api.post(
         "/v1/payment_intents", {"amount": 700, "currency": "usd", "payment_method": "pm_card_visa"}
     ).json()
@@ -104,9 +116,12 @@ def test_concurrent_same_key_gets_409(
 
     t = threading.Thread(target=first)
     t.start()
-    time.sleep(0.3)
-    r = api.post(f"/v1/payment_intents/{pi['id']}/confirm", idem="inflight")
-    t.join()
+    try:
+        assert at_acquirer.wait(60)
+        r = api.post(f"/v1/payment_intents/{pi['id']}/confirm", idem="inflight")
+    finally:
+        release.set()
+        t.join(60)
     assert results == [200]
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "idempotency_key_in_use"

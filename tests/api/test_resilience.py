@@ -3,12 +3,14 @@ and concurrent requests on one intent have exactly one effect."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from paywarden.acquirers.base import AcquirerConnector, AcquirerError
 from paywarden.gateway.container import Gateway
 from paywarden.payments.models import AcquirerAttempt, Charge, Refund
 from paywarden.payments.reconcile import Reconciler
@@ -24,13 +26,31 @@ def _pi(api: Api, **kw: Any) -> dict[str, Any]:
     return r.json()
 
 
+def _wait_until_acted(conn: AcquirerConnector, key: str, timeout: float = 30.0) -> None:
+    """Until the acquirer has processed the authorization under ``key``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.lookup_authorization(key)
+            return
+        except AcquirerError:  # not found yet (or a lookup slowed by the load)
+            assert time.monotonic() < deadline, "the acquirer never processed the request"
+            time.sleep(0.05)
+
+
+# The gateway's acquirer timeout is 1 s. A faulted acquirer answers far later:
+# lost_response holds the answer until the caller hangs up, timeout acts after
+# 4 s. (At 1.5 s, a gateway thread late by half a second got the answer.)
+SLOW_MS = {"lost_response": 30_000, "timeout": 4000}
+
+
 @pytest.mark.parametrize("mode", ["lost_response", "timeout"])
 def test_unknown_outcome_is_reconciled_exactly_once(
     api: Api, gateway: Gateway, clean_acquirers: Acquirers, mode: str
 ) -> None:
     # Both the call and its immediate retry time out: the outcome is unknown.
     clean_acquirers.faults(
-        "sandbox_a", mode=mode, latency_ms=1500, count=2, operations=["authorize"]
+        "sandbox_a", mode=mode, latency_ms=SLOW_MS[mode], count=2, operations=["authorize"]
     )
     pi = _pi(api)
     r = api.post(f"/v1/payment_intents/{pi['id']}/confirm")
@@ -49,9 +69,8 @@ def test_unknown_outcome_is_reconciled_exactly_once(
     r2 = api.post(f"/v1/payment_intents/{pi['id']}/confirm")
     assert r2.status_code == 400
     clean_acquirers.reset()
-    import time
-
-    time.sleep(1.6)  # let the sandbox finish the slow request it was holding
+    # Let the sandbox finish the slow request it was holding.
+    _wait_until_acted(gateway.router.get("sandbox_a"), atts[0].idempotency_key)
     settled = Reconciler(gateway.payments, interval=0).run_once()
     assert settled == 1
     final = api.get(f"/v1/payment_intents/{pi['id']}").json()
@@ -73,7 +92,11 @@ def test_lost_response_recovered_by_immediate_retry(
     api: Api, gateway: Gateway, clean_acquirers: Acquirers
 ) -> None:
     clean_acquirers.faults(
-        "sandbox_a", mode="lost_response", latency_ms=1500, count=1, operations=["authorize"]
+        "sandbox_a",
+        mode="lost_response",
+        latency_ms=SLOW_MS["lost_response"],
+        count=1,
+        operations=["authorize"],
     )
     pi = _pi(api)
     r = api.post(f"/v1/payment_intents/{pi['id']}/confirm")

@@ -558,7 +558,7 @@ class Receiver:
             return list(self.deliveries)
 
     def wait_for(
-        self, pred: Callable[[Delivery], bool], n: int, timeout: float = 15
+        self, pred: Callable[[Delivery], bool], n: int, timeout: float = 60
     ) -> list[Delivery]:
         def found() -> list[Delivery] | None:
             hits = [d for d in self.snapshot() if pred(d)]
@@ -709,7 +709,7 @@ def test_lost_response_is_never_charged_twice(faults: Stack, client: stripe.Stri
         cur = client.v1.payment_intents.retrieve(pi.id)
         return cur if cur.status == "succeeded" else None
 
-    done: stripe.PaymentIntent = _poll(settled, 10, "the payment to settle")
+    done: stripe.PaymentIntent = _poll(settled, 60, "the payment to settle")
     assert done.amount_received == 5151
     assert len(client.v1.charges.list(params={"payment_intent": pi.id}).data) == 1
     # Exactly one authorization at the acquirer that processed it, none at the other.

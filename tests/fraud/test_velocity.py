@@ -463,16 +463,16 @@ def test_close_waits_for_a_record_in_flight(tmp_path: Path) -> None:
     started = threading.Event()
 
     def work() -> None:
-        started.set()
         try:
             for i in range(300):
                 store.record(ev(T0 + i, card=f"c{i}", ip_address="ip"), attempt_id=f"pi_{i}")
+                started.set()  # after a first record: close() must not win the race to it
         except Exception as exc:  # after close, a record fails cleanly
             errors.append(exc)
 
     t = threading.Thread(target=work)
     t.start()
-    started.wait()
+    assert started.wait(30)
     store.close()
     t.join()
     assert all(isinstance(e, Exception) for e in errors)

@@ -11,7 +11,7 @@ from typing import Any
 
 import uvicorn
 
-STARTUP_TIMEOUT = 10.0
+STARTUP_TIMEOUT = 30.0  # a uvicorn thread starting on a loaded machine
 SHUTDOWN_TIMEOUT = 5.0
 
 

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -35,6 +35,7 @@ from paywarden.core.secrets import Secret
 from tests.support.servers import run_app_in_thread
 
 TOKEN = "connector-unit-test-token-3f9a"
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,9 @@ def make_connector(base_url: str) -> Iterator[Callable[..., HttpAcquirerConnecto
     made: list[HttpAcquirerConnector] = []
 
     def make(**kwargs: Any) -> HttpAcquirerConnector:
-        options: dict[str, Any] = {"timeout": 2.0, "connect_timeout": 1.0, **kwargs}
+        # Generous: these only bound calls that succeed (a loaded CI machine is
+        # slow); tests that need a timeout to fire pass their own.
+        options: dict[str, Any] = {"timeout": 30.0, "connect_timeout": 10.0, **kwargs}
         url = options.pop("base_url", base_url)
         token = options.pop("token", Secret(TOKEN, "sandbox token"))
         connector = HttpAcquirerConnector("sandbox_c", url, token, **options)
@@ -100,6 +103,17 @@ def total_authorizations(control: httpx.Client) -> int:
 def set_fault(control: httpx.Client, **plan: Any) -> None:
     r = control.post("/_control/faults", json=plan)
     assert r.status_code == 200, r.text
+
+
+def eventually(lookup: Callable[[], T], timeout: float = 30.0) -> T:
+    """``lookup()`` once the acquirer has acted (it acts on its own schedule)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return lookup()
+        except AcquirerNotFound:
+            assert time.monotonic() < deadline, "the acquirer never acted"
+            time.sleep(0.05)
 
 
 # ------------------------------------------------------------- happy paths
@@ -336,24 +350,20 @@ def test_latency_then_normal_service(
 def test_timeout_is_outcome_unknown_and_the_charge_lands_later(
     make_connector: Callable[..., HttpAcquirerConnector], control: httpx.Client
 ) -> None:
-    connector = make_connector(timeout=0.2)
+    # The acquirer waits 4 s before acting: ample time, even on a loaded
+    # machine, for the impatient call to give up and for the first lookup.
+    connector = make_connector()
+    impatient = make_connector(timeout=0.5)
     before = total_authorizations(control)
-    set_fault(control, mode="timeout", latency_ms=700, count=1)
+    set_fault(control, mode="timeout", latency_ms=4000, count=1)
     req, key = request(), new_key()
     with pytest.raises(AcquirerOutcomeUnknown, match="ReadTimeout"):
-        connector.authorize(req, idempotency_key=key)
+        impatient.authorize(req, idempotency_key=key)
     # The slow acquirer has not acted yet...
     with pytest.raises(AcquirerNotFound):
         connector.lookup_authorization(key)
     # ...but it does, and reconciliation finds it.
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            found = connector.lookup_authorization(key)
-            break
-        except AcquirerNotFound:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    found = eventually(lambda: connector.lookup_authorization(key))
     assert found.status == "captured"
     assert connector.authorize(req, idempotency_key=key).reference == found.reference
     assert total_authorizations(control) == before + 1
@@ -362,16 +372,19 @@ def test_timeout_is_outcome_unknown_and_the_charge_lands_later(
 def test_lost_response_is_outcome_unknown_and_charged_exactly_once(
     make_connector: Callable[..., HttpAcquirerConnector], control: httpx.Client
 ) -> None:
-    connector = make_connector(timeout=0.3)
+    connector = make_connector()
+    impatient = make_connector(timeout=1.0)
     before = total_authorizations(control)
-    set_fault(control, mode="lost_response", latency_ms=10_000, count=1)
+    # The acquirer holds the answer for 30 s (or until the caller hangs up).
+    set_fault(control, mode="lost_response", latency_ms=30_000, count=1)
     req, key = request(amount=4321), new_key()
     started = time.monotonic()
     with pytest.raises(AcquirerOutcomeUnknown):
-        connector.authorize(req, idempotency_key=key)
-    assert time.monotonic() - started < 2
-    # The charge was made before the response got lost.
-    found = connector.lookup_authorization(key)
+        impatient.authorize(req, idempotency_key=key)
+    assert time.monotonic() - started < 20  # gave up after its timeout, not the hold
+    # The charge was made before the response got lost (the acquirer may still
+    # be committing it when a very slow client has already given up).
+    found = eventually(lambda: connector.lookup_authorization(key))
     assert (found.status, found.amount_captured) == ("captured", 4321)
     # Retrying with the same key replays; it does not charge again.
     retried = connector.authorize(req, idempotency_key=key)
@@ -384,13 +397,14 @@ def test_lost_response_is_outcome_unknown_and_charged_exactly_once(
 def test_lost_refund_response_is_found_by_lookup(
     make_connector: Callable[..., HttpAcquirerConnector], control: httpx.Client
 ) -> None:
-    connector = make_connector(timeout=0.3)
+    connector = make_connector()
+    impatient = make_connector(timeout=1.0)
     auth = connector.authorize(request(amount=900), idempotency_key=new_key())
-    set_fault(control, mode="lost_response", latency_ms=10_000, operations=["refund"])
+    set_fault(control, mode="lost_response", latency_ms=30_000, operations=["refund"])
     key = new_key()
     with pytest.raises(AcquirerOutcomeUnknown):
-        connector.refund(auth.reference, 900, idempotency_key=key)
-    refund = connector.lookup_refund(key)
+        impatient.refund(auth.reference, 900, idempotency_key=key)
+    refund = eventually(lambda: connector.lookup_refund(key))
     assert (refund.status, refund.amount) == ("succeeded", 900)
     # With the fault gone, the same key replays the recorded refund.
     control.post("/_control/reset")
@@ -446,7 +460,7 @@ def run_tcp_server(handler: Callable[[socket.socket], None]) -> tuple[str, Calla
 
 
 def read_request(conn: socket.socket) -> None:
-    conn.settimeout(2)
+    conn.settimeout(30)  # the client sends at once; this only guards against a hang
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(4096)

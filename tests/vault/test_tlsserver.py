@@ -149,7 +149,7 @@ def serve(app: Any, certs: Certs, *, http: str, loop: str) -> Iterator[str]:
     thread = threading.Thread(target=run, name=f"mtls-{port}", daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not server.started:
             if errors or not thread.is_alive():
                 raise RuntimeError(f"server failed to start: {errors!r}")
