@@ -12,6 +12,36 @@ from paywarden.events.models import Event
 API_VERSION = "2024-06-20"
 
 
+def new_event(
+    *,
+    account_id: str,
+    livemode: bool,
+    type: str,
+    obj: dict[str, Any],
+    now: int,
+    previous_attributes: dict[str, Any] | None = None,
+    request_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> Event:
+    """A new (transient) event; :func:`record_event` adds it to a session."""
+    data: dict[str, Any] = {"object": obj}
+    if previous_attributes:
+        data["previous_attributes"] = previous_attributes
+    return Event(
+        id=new_id("evt"),
+        account_id=account_id,
+        livemode=livemode,
+        created=now,
+        type=type,
+        api_version=API_VERSION,
+        data=data,
+        request_id=request_id,
+        idempotency_key=idempotency_key,
+        pending_webhooks=0,
+        dispatched=False,
+    )
+
+
 def record_event(
     session: Session,
     *,
@@ -25,21 +55,15 @@ def record_event(
     idempotency_key: str | None = None,
 ) -> Event:
     """Add an event to ``session``: it commits or rolls back with the change."""
-    data: dict[str, Any] = {"object": obj}
-    if previous_attributes:
-        data["previous_attributes"] = previous_attributes
-    ev = Event(
-        id=new_id("evt"),
+    ev = new_event(
         account_id=account_id,
         livemode=livemode,
-        created=now,
         type=type,
-        api_version=API_VERSION,
-        data=data,
+        obj=obj,
+        now=now,
+        previous_attributes=previous_attributes,
         request_id=request_id,
         idempotency_key=idempotency_key,
-        pending_webhooks=0,
-        dispatched=False,
     )
     session.add(ev)
     return ev

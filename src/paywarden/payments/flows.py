@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from paywarden import rows
 from paywarden.acquirers.base import (
     AcquirerConnector,
     AcquirerError,
@@ -41,7 +42,7 @@ from paywarden.core.clock import Clock
 from paywarden.core.errors import CardError, InvalidRequestError, ResourceMissingError, StripeError
 from paywarden.core.ids import new_id
 from paywarden.db import Database
-from paywarden.events.service import record_event
+from paywarden.events.service import new_event
 from paywarden.fraud import reviews
 from paywarden.fraud.models import FraudLabel, Review
 from paywarden.fraud.reviews import render_label, render_review
@@ -119,6 +120,10 @@ class _AuthPlan:
     # Routing decided in the first transaction, whose attempt row is already written.
     candidates: tuple[str, ...] = ()
     first_attempt: str | None = None
+    # The payment method as the first transaction read it (card display data,
+    # which a payment in ``processing`` cannot change), so settling need not
+    # read it again.
+    payment_method: PaymentMethod | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,53 @@ _CHARGE = select(Charge).where(Charge.id == bindparam("charge_id"))
 _CHARGE_FOR_UPDATE = _CHARGE.with_for_update()
 _ATTEMPT = select(AcquirerAttempt).where(AcquirerAttempt.id == bindparam("attempt_id"))
 _ATTEMPT_FOR_UPDATE = _ATTEMPT.with_for_update()
+
+# The settle transaction reads and writes rows through Core (see paywarden.rows).
+_T_ATT = AcquirerAttempt.__table__
+_T_PI = PaymentIntent.__table__
+_T_PM = PaymentMethod.__table__
+_ATTEMPT_ROW_FOR_UPDATE = (
+    select(_T_ATT).where(_T_ATT.c.id == bindparam("attempt_id")).with_for_update()
+)
+_INTENT_ROW_FOR_UPDATE = select(_T_PI).where(_T_PI.c.id == bindparam("pi_id")).with_for_update()
+_TENANT_INTENT_ROW_FOR_UPDATE = (
+    select(_T_PI)
+    .where(
+        _T_PI.c.id == bindparam("pi_id"),
+        _T_PI.c.account_id == bindparam("account_id"),
+        _T_PI.c.livemode == bindparam("livemode"),
+    )
+    .with_for_update()
+)
+_PM_ROW = select(_T_PM).where(
+    _T_PM.c.id == bindparam("pm_id"),
+    _T_PM.c.account_id == bindparam("account_id"),
+    _T_PM.c.livemode == bindparam("livemode"),
+)
+# What confirming (up to the acquirer call) may change.
+_INTENT_CONFIRMING = (
+    "payment_method_id",
+    "receipt_email",
+    "return_url",
+    "capture_method",
+    "risk",
+    "status",
+    "version",
+    "next_action",
+    "latest_charge_id",
+    "last_payment_error",
+)
+# What settling an authorization may change.
+_ATTEMPT_SETTLED = ("status", "response", "updated", "reconcile_after", "charge_id")
+_INTENT_SETTLED = (
+    "status",
+    "version",
+    "next_action",
+    "latest_charge_id",
+    "last_payment_error",
+    "amount_received",
+    "amount_capturable",
+)
 
 
 class Payments:
@@ -209,8 +261,9 @@ class Payments:
         idempotency_key: str | None,
         previous: dict[str, Any] | None = None,
     ) -> None:
-        record_event(
-            s,
+        """Record an event in ``s``'s transaction: an INSERT now (the payment
+        flows' outbox writes go straight to Core, see :mod:`paywarden.rows`)."""
+        ev = new_event(
             account_id=pi.account_id,
             livemode=pi.livemode,
             type=type_,
@@ -220,6 +273,7 @@ class Payments:
             request_id=request_id,
             idempotency_key=idempotency_key,
         )
+        rows.insert_now(s, ev)
 
     def _new_attempt(
         self,
@@ -311,10 +365,18 @@ class Payments:
         pinned: tuple[str, str] | None = (
             None  # (acquirer, authentication_id) for a 3DS continuation
         )
+        pm: PaymentMethod | None = None
+        # The intent is read and written as a row (paywarden.rows): a detached
+        # instance, changed in memory, written back once at the end.
         with self.db.write() as s:
-            pi = self.get_intent(
-                s, account_id=account_id, livemode=livemode, pi_id=pi_id, for_update=True
+            pi = rows.load(
+                s,
+                PaymentIntent,
+                _TENANT_INTENT_ROW_FOR_UPDATE,
+                {"pi_id": pi_id, "account_id": account_id, "livemode": livemode},
             )
+            if pi is None:
+                raise ResourceMissingError("payment_intent", pi_id)
             if client_secret is not None:
                 check_client_secret(pi, client_secret)
             if pi.status not in CONFIRMABLE:
@@ -342,9 +404,15 @@ class Payments:
                     code="payment_intent_unexpected_state",
                     param="payment_method",
                 )
-            pm = methods.get(
-                s, account_id=account_id, livemode=livemode, pm_id=pi.payment_method_id
-            )
+            if pm is None:
+                pm = rows.load(
+                    s,
+                    PaymentMethod,
+                    _PM_ROW,
+                    {"pm_id": pi.payment_method_id, "account_id": account_id, "livemode": livemode},
+                )
+                if pm is None:
+                    raise ResourceMissingError("PaymentMethod", pi.payment_method_id, param="id")
             previous_status = pi.status
             if pinned is None and self.fraud is not None:
                 decision = self.fraud.assess(
@@ -358,6 +426,7 @@ class Payments:
                 pi.risk = None
             if blocked is None:
                 plan = self._start(s, pi, pm, pinned, request_id, idempotency_key)
+            rows.update_now(s, pi, _INTENT_CONFIRMING)
             error_on_action = bool(values.get("error_on_requires_action"))
         if blocked is not None:
             raise blocked
@@ -402,6 +471,7 @@ class Payments:
             idempotency_key=idempotency_key,
             candidates=candidates,
             first_attempt=first_attempt,
+            payment_method=pm,
         )
 
     # ------------------------------------------------------------ fraud engine
@@ -485,7 +555,7 @@ class Payments:
             },
             pi.risk,
         )
-        s.add(ch)
+        rows.insert_now(s, ch)
         pi.latest_charge_id = ch.id
         pi.status = "requires_payment_method"
         pi.next_action = None
@@ -696,7 +766,7 @@ class Payments:
             pi=pi, operation="authorize", acquirer=acquirer, amount=req.amount, request={}
         )
         att.request = _auth_request_json(self._attempt_request(req, att.id))
-        s.add(att)
+        rows.insert_now(s, att)
         return att.id
 
     @staticmethod
@@ -732,6 +802,7 @@ class Payments:
             request_id=plan.request_id,
             idempotency_key=plan.idempotency_key,
             error_on_action=error_on_action,
+            payment_method=plan.payment_method,
         )
         if card_error is not None:
             raise card_error
@@ -783,15 +854,22 @@ class Payments:
         request_id: str | None,
         idempotency_key: str | None,
         error_on_action: bool = False,
+        payment_method: PaymentMethod | None = None,
     ) -> tuple[CardError | None, dict[str, Any]]:
         """Settle an authorization result (from a live call or the reconciler).
+        ``payment_method``: the intent's, if the caller has it at hand.
 
         Returns the decline to raise, if any, and the intent as it now stands.
+
+        The hottest transaction of a payment, so it works on rows through Core
+        (:mod:`paywarden.rows`): the attempt and the intent are read under a row
+        lock as detached instances, changed in memory, and written back with one
+        UPDATE each; the charge, review and events are plain INSERTs.
         """
         with self.db.write() as s:
-            att = s.scalar(_ATTEMPT_FOR_UPDATE, {"attempt_id": attempt_id})
+            att = rows.load(s, AcquirerAttempt, _ATTEMPT_ROW_FOR_UPDATE, {"attempt_id": attempt_id})
             assert att is not None
-            pi = s.scalar(_INTENT_BY_ID_FOR_UPDATE, {"pi_id": pi_id})
+            pi = rows.load(s, PaymentIntent, _INTENT_ROW_FOR_UPDATE, {"pi_id": pi_id})
             assert pi is not None
             if att.status not in ("pending", "unknown"):
                 return None, render_intent(pi)  # already settled (e.g. by the reconciler)
@@ -804,7 +882,10 @@ class Payments:
                 request_id=request_id,
                 idempotency_key=idempotency_key,
                 error_on_action=error_on_action,
+                pm=payment_method,
             )
+            rows.update_now(s, att, _ATTEMPT_SETTLED)
+            rows.update_now(s, pi, _INTENT_SETTLED)
             return err, render_intent(pi)
 
     def _apply_authorization(
@@ -818,15 +899,26 @@ class Payments:
         request_id: str | None,
         idempotency_key: str | None,
         error_on_action: bool,
+        pm: PaymentMethod | None,
     ) -> CardError | None:
         now = self._now()
         att.status = result.status
         att.response = _auth_result_json(result)
         att.updated = now
         att.reconcile_after = None
-        pm = methods.get(
-            s, account_id=pi.account_id, livemode=pi.livemode, pm_id=str(pi.payment_method_id)
-        )
+        if pm is None or pm.id != pi.payment_method_id:
+            pm = rows.load(
+                s,
+                PaymentMethod,
+                _PM_ROW,
+                {
+                    "pm_id": pi.payment_method_id,
+                    "account_id": pi.account_id,
+                    "livemode": pi.livemode,
+                },
+            )
+            if pm is None:
+                raise ResourceMissingError("PaymentMethod", str(pi.payment_method_id))
         ev: dict[str, Any] = {"request_id": request_id, "idempotency_key": idempotency_key}
 
         if result.status == "requires_authentication":
@@ -868,17 +960,15 @@ class Payments:
             "Paywarden placed this payment in review." if held else "Payment complete.",
             pi.risk,
         )
-        s.add(ch)
         att.charge_id = ch.id
         pi.latest_charge_id = ch.id
         pi.next_action = None
         pi.version += 1
-        if held:
-            review = self._open_review(s, pi, ch, now)
-            self._event(s, pi, "charge.succeeded", render_charge(ch), **ev)
+        review = self._open_review(s, pi, ch, now) if held else None
+        rows.insert_now(s, ch)  # after the review: it names it
+        self._event(s, pi, "charge.succeeded", render_charge(ch), **ev)
+        if review is not None:
             self._event(s, pi, "review.opened", render_review(review), **ev)
-        else:
-            self._event(s, pi, "charge.succeeded", render_charge(ch), **ev)
         if captured:
             pi.status = "succeeded"
             pi.amount_received = ch.amount_captured
@@ -887,7 +977,13 @@ class Payments:
         else:
             pi.status = "requires_capture"
             pi.amount_capturable = result.amount
-            self._event(s, pi, "payment_intent.amount_capturable_updated", render_intent(pi), **ev)
+            self._event(
+                s,
+                pi,
+                "payment_intent.amount_capturable_updated",
+                render_intent(pi),
+                **ev,
+            )
         return None
 
     @staticmethod
@@ -911,7 +1007,7 @@ class Payments:
             closed_at=None,
             closed_by=None,
         )
-        s.add(review)
+        rows.insert_now(s, review)
         ch.review_id = review.id
         return review
 
@@ -979,7 +1075,7 @@ class Payments:
             ),
             pi.risk,
         )
-        s.add(ch)
+        rows.insert_now(s, ch)
         att.charge_id = ch.id
         pi.latest_charge_id = ch.id
         pi.status = "requires_payment_method"
