@@ -25,7 +25,7 @@ from paywarden.core.clock import FrozenClock
 from paywarden.core.secrets import Secret
 from paywarden.db import Base, Database
 from paywarden.events.models import Event
-from paywarden.events.service import record_event, render_event
+from paywarden.events.service import new_event, render_event
 from paywarden.webhooks.delivery import (
     MAX_RETRY_DELAY_SECONDS,
     USER_AGENT,
@@ -212,14 +212,14 @@ def add_event(
     obj: dict[str, Any] | None = None,
 ) -> str:
     with db.write() as s:
-        ev = record_event(
-            s,
+        ev = new_event(
             account_id=account_id,
             livemode=livemode,
             type=event_type,
             obj=obj or {"id": "cus_1", "object": "customer"},
             now=int(clock.now()),
         )
+        s.add(ev)
         return ev.id
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from paywarden.core.ids import new_id
 from paywarden.events.models import Event
 
@@ -23,7 +21,8 @@ def new_event(
     request_id: str | None = None,
     idempotency_key: str | None = None,
 ) -> Event:
-    """A new (transient) event; :func:`record_event` adds it to a session."""
+    """A new event. The caller writes it in the same transaction as the change
+    it describes (the outbox): ``session.add`` or :func:`paywarden.rows.insert_now`."""
     data: dict[str, Any] = {"object": obj}
     if previous_attributes:
         data["previous_attributes"] = previous_attributes
@@ -40,33 +39,6 @@ def new_event(
         pending_webhooks=0,
         dispatched=False,
     )
-
-
-def record_event(
-    session: Session,
-    *,
-    account_id: str,
-    livemode: bool,
-    type: str,
-    obj: dict[str, Any],
-    now: int,
-    previous_attributes: dict[str, Any] | None = None,
-    request_id: str | None = None,
-    idempotency_key: str | None = None,
-) -> Event:
-    """Add an event to ``session``: it commits or rolls back with the change."""
-    ev = new_event(
-        account_id=account_id,
-        livemode=livemode,
-        type=type,
-        obj=obj,
-        now=now,
-        previous_attributes=previous_attributes,
-        request_id=request_id,
-        idempotency_key=idempotency_key,
-    )
-    session.add(ev)
-    return ev
 
 
 def render_event(ev: Event) -> dict[str, Any]:

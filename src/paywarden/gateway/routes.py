@@ -26,7 +26,7 @@ from paywarden.core.ids import new_id, random_base62
 from paywarden.customers import service as customers
 from paywarden.customers.models import Customer
 from paywarden.events.models import Event
-from paywarden.events.service import record_event, render_event
+from paywarden.events.service import new_event, render_event
 from paywarden.http.api import Call, Endpoint
 from paywarden.http.params import EXPAND, PAGINATION, Param, merge_metadata
 from paywarden.listing import get_owned, list_response
@@ -216,16 +216,17 @@ def _emit(
     previous: dict[str, Any] | None = None,
 ) -> None:
     """Record an event for ``owner``'s tenant and mode, in the caller's transaction."""
-    record_event(
-        s,
-        account_id=owner.account_id,
-        livemode=owner.livemode,
-        type=type_,
-        obj=body,
-        now=_now(gw),
-        previous_attributes=previous,
-        request_id=call.request_id,
-        idempotency_key=call.idempotency_key,
+    s.add(
+        new_event(
+            account_id=owner.account_id,
+            livemode=owner.livemode,
+            type=type_,
+            obj=body,
+            now=_now(gw),
+            previous_attributes=previous,
+            request_id=call.request_id,
+            idempotency_key=call.idempotency_key,
+        )
     )
 
 
