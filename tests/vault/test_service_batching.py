@@ -266,9 +266,9 @@ def test_a_rotation_elsewhere_ends_the_overlap_despite_the_cache(
         with here.db.read() as s:
             assert s.scalar(select(func.count()).select_from(VaultCard)) == 1
     finally:
-        for s in (here, there):
-            s.close()
-            s.db.dispose()
+        for service in (here, there):
+            service.close()
+            service.db.dispose()
 
 
 def test_the_fingerprint_format_is_unchanged(svc: VaultService) -> None:
@@ -318,7 +318,7 @@ def test_a_unique_key_clash_fails_only_the_item_that_caused_it(
     rolled back and retried item by item; only the second one fails."""
     from paywarden.vault import service as service_mod
 
-    real_new_id = service_mod.new_id
+    real_new_id = service_mod.new_id  # type: ignore[attr-defined]
     tokens = iter([None, "vtok_" + "D" * 24, "vtok_" + "D" * 24, None])
 
     def new_id(prefix: str, length: int = 24) -> str:
