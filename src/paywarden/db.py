@@ -8,9 +8,13 @@ read ``FOR UPDATE``.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import os
+import stat
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +31,8 @@ from sqlalchemy import (
     make_url,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+log = logging.getLogger("paywarden.db")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -80,20 +86,36 @@ class _WriterLock:
     confirms then queued behind sleeps. SQLite's locking still guards the data;
     this only decides who asks first. Writers that do not go through
     :class:`Database` (the ``sqlite3`` shell) still just meet SQLite's lock.
+
+    The wait has no time limit, like the in-process queue: a writer hung inside
+    its transaction holds up the others until it ends (SQLite's busy handler
+    gave up after 30 s with "database is locked"). A process that dies holding
+    the lock loses it with its file descriptors.
+
+    The lock file gets the database file's permission bits and, when created by
+    root, its owner, as SQLite does for its WAL and journal files; if it still
+    cannot be opened, writers fall back to SQLite's busy handler.
     """
 
     def __init__(self, path: str | None) -> None:
         self._thread_lock = threading.Lock()
+        self._db_path = path
         self._path = f"{path}-writelock" if path else None
         self._fd: int | None = None
-        self._pid = 0
+        _WRITER_LOCKS.add(self)
 
     def _file(self) -> int | None:
-        if self._path is None:
-            return None
-        if self._fd is None or self._pid != os.getpid():  # opened again after a fork
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._pid = os.getpid()
+        if self._fd is None and self._path is not None:
+            try:
+                self._fd = _open_lock_file(self._path, self._db_path)
+            except OSError as exc:
+                log.warning(
+                    "cannot open the SQLite writer lock file %s (%s); "
+                    "writers of several processes wait in SQLite's busy handler",
+                    self._path,
+                    exc.strerror,
+                )
+                self._path = None
         return self._fd
 
     @contextmanager
@@ -111,9 +133,44 @@ class _WriterLock:
 
     def close(self) -> None:
         with self._thread_lock:
-            if self._fd is not None and self._pid == os.getpid():
+            if self._fd is not None:
                 os.close(self._fd)
             self._fd = None
+
+    def _after_fork_in_child(self) -> None:
+        # The child's copies: a new queue (another thread may have held the old
+        # one at the fork), and its own open file (closing the inherited
+        # descriptor leaves a lock the parent holds in place).
+        self._thread_lock = threading.Lock()
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+def _open_lock_file(path: str, db_path: str | None) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        st = os.stat(db_path) if db_path else None
+    except FileNotFoundError:
+        st = None
+    if st is not None and os.fstat(fd).st_uid == os.geteuid():
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o666)
+            if os.geteuid() == 0:
+                os.fchown(fd, st.st_uid, st.st_gid)
+    return fd
+
+
+_WRITER_LOCKS: weakref.WeakSet[_WriterLock] = weakref.WeakSet()
+
+
+def _reset_writer_locks_in_child() -> None:
+    for lock in list(_WRITER_LOCKS):
+        lock._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_writer_locks_in_child)
 
 
 def _sqlite_file(url: str) -> str | None:

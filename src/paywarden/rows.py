@@ -77,13 +77,18 @@ def _connection(session: Session) -> Connection:
     costs about 15 µs a call; the hot path asks a dozen times per transaction, so
     the answer is kept in ``session.info`` together with the transaction it
     belongs to, and asked again once that transaction is over."""
-    txn = session.get_transaction()
+    # The innermost transaction: inside a savepoint, session.connection() is
+    # what emits the SAVEPOINT, so a connection cached outside it must not be used.
+    txn = session.get_nested_transaction() or session.get_transaction()
     cached = session.info.get(_INFO_KEY)
     if txn is not None and cached is not None and cached[0] is txn:
         conn: Connection = cached[1]
         return conn
     conn = session.connection()
-    session.info[_INFO_KEY] = (session.get_transaction(), conn)
+    session.info[_INFO_KEY] = (
+        session.get_nested_transaction() or session.get_transaction(),
+        conn,
+    )
     return conn
 
 

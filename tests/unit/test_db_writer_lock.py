@@ -18,6 +18,13 @@ from paywarden.events.service import new_event
 WAIT = 60
 
 
+def _is_lock_file(link: str) -> bool:
+    try:
+        return os.readlink(link).endswith("-writelock")
+    except OSError:
+        return False
+
+
 def _add(db: Database, n: int, tag: str) -> None:
     for i in range(n):
         with db.write() as s:
@@ -65,7 +72,9 @@ def test_a_writer_in_another_process_holds_the_lock_file(url: str, tmp_path: Pat
     try:
         assert holding.wait(WAIT)
         lock_file = tmp_path / "gateway.db-writelock"
-        assert stat.S_IMODE(lock_file.stat().st_mode) & 0o077 == 0  # owner only
+        # The database file's permission bits, so whoever may write it may queue.
+        db_mode = stat.S_IMODE((tmp_path / "gateway.db").stat().st_mode)
+        assert stat.S_IMODE(lock_file.stat().st_mode) == db_mode & 0o666
         fd = os.open(lock_file, os.O_RDWR)
         try:
             with pytest.raises(BlockingIOError):  # the child's transaction holds it
@@ -130,7 +139,10 @@ def test_the_lock_file_is_opened_again_after_a_fork(url: str) -> None:
         if pid == 0:  # child: its own open file, so its lock is its own
             try:
                 _add(db, 1, "forked")
-                os.write(w, b"ok")
+                opened = [
+                    f for f in os.listdir("/proc/self/fd") if _is_lock_file(f"/proc/self/fd/{f}")
+                ]
+                os.write(w, b"ok" if len(opened) == 1 else b"no")  # the inherited one closed
             finally:
                 os._exit(0)
         os.close(w)
@@ -141,3 +153,16 @@ def test_the_lock_file_is_opened_again_after_a_fork(url: str) -> None:
         assert [count(db, t) for t in ("before", "forked", "after")] == [1, 1, 1]
     finally:
         db.dispose()
+
+
+def test_an_unopenable_lock_file_falls_back_to_sqlites_own_locking(
+    url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "gateway.db-writelock").mkdir()  # cannot be opened as a file
+    db = Database(url)
+    try:
+        _add(db, 2, "fallback")
+        assert count(db, "fallback") == 2
+    finally:
+        db.dispose()
+    assert "cannot open the SQLite writer lock file" in caplog.text

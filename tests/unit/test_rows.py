@@ -172,3 +172,18 @@ def test_the_connection_is_asked_again_for_each_transaction(db: Database) -> Non
     finally:
         session.close()
     assert first is not None and second is not None
+
+
+def test_a_rolled_back_savepoint_takes_its_core_writes_with_it(db: Database) -> None:
+    with db.write() as s:
+        rows.insert_now(s, intent())  # the connection is cached for the transaction
+        sp = s.begin_nested()
+        rows.insert_now(s, intent(id="pi_rows2", client_secret="pi_rows2_secret_x"))
+        sp.rollback()
+        rows.insert_now(s, intent(id="pi_rows3", client_secret="pi_rows3_secret_x"))
+    with db.read() as s:
+        found = [
+            rows.load(s, PaymentIntent, _BY_ID, {"id": i})
+            for i in ("pi_rows1", "pi_rows2", "pi_rows3")
+        ]
+    assert [p is not None for p in found] == [True, False, True]

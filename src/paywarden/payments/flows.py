@@ -120,9 +120,10 @@ class _AuthPlan:
     # Routing decided in the first transaction, whose attempt row is already written.
     candidates: tuple[str, ...] = ()
     first_attempt: str | None = None
-    # The payment method as the first transaction read it (card display data,
-    # which a payment in ``processing`` cannot change), so settling need not
-    # read it again.
+    # The payment method as the first transaction read it, when the card was
+    # sent to the acquirer. Settling records the charge's card details from it
+    # (what was actually authorized), without reading it again; a metadata or
+    # billing update made meanwhile does not belong on this charge anyway.
     payment_method: PaymentMethod | None = None
 
 
