@@ -323,3 +323,13 @@ def test_write_private_json_mode_despite_permissive_umask(tmp_path: Path) -> Non
     finally:
         os.umask(old)
     assert _mode(tmp_path / "u.json") == 0o600
+
+
+def test_several_workers_without_redis_are_warned_about() -> None:
+    from paywarden.cli.main import shared_state_warning
+
+    assert shared_state_warning(1, None) is None
+    assert shared_state_warning(4, "redis://127.0.0.1:6379/0") is None
+    warning = shared_state_warning(2, None)
+    assert warning is not None
+    assert "2 workers" in warning and "PAYWARDEN_REDIS_URL" in warning

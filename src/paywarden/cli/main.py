@@ -359,6 +359,17 @@ def vault_url(settings: Settings) -> str:
     return settings.vault_url or f"https://127.0.0.1:{settings.vault_port}"
 
 
+def shared_state_warning(workers: int, redis_url: str | None) -> str | None:
+    """What an operator must know before running several workers on one node."""
+    if workers <= 1 or redis_url:
+        return None
+    return (
+        f"Warning: {workers} workers without PAYWARDEN_REDIS_URL: each keeps its own fraud "
+        "velocity counters and failed-authentication limits, so an attacker spread over "
+        "the workers gets that many times the budget. Set PAYWARDEN_REDIS_URL to share them."
+    )
+
+
 @main.command("run")
 @click.option("--workers", type=int, default=None, help="Gateway worker processes")
 @click.option("--no-acquirers", is_flag=True, help="Do not start the sandbox acquirers")
@@ -417,6 +428,9 @@ def run(workers: int | None, no_acquirers: bool, no_vault: bool) -> None:
         click.echo(f"Secret key          {creds['secret_key']}")
         click.echo(f"Publishable key     {creds['publishable_key']}")
         click.echo(f"Credentials file    {(settings.home / 'dev-credentials.json').resolve()}")
+        warning = shared_state_warning(workers or settings.workers, settings.redis_url)
+        if warning:
+            click.echo(warning, err=True)
         click.echo("Press Ctrl-C to stop.")
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while all(p.poll() is None for p in procs):
