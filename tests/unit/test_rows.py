@@ -54,6 +54,16 @@ def intent(**kw: Any) -> PaymentIntent:
     return PaymentIntent(**values)
 
 
+def store(db: Database, **kw: Any) -> None:
+    with db.write() as s:
+        rows.insert_now(s, intent(**kw))
+
+
+def reread(db: Database, pi_id: str = "pi_rows1") -> PaymentIntent | None:
+    with db.read() as s:
+        return rows.load(s, PaymentIntent, _BY_ID, {"id": pi_id})
+
+
 def orm_columns(obj: Any) -> dict[str, Any]:
     return {a.key: getattr(obj, a.key) for a in inspect(type(obj)).column_attrs}
 
@@ -81,8 +91,7 @@ def test_load_of_a_missing_row_is_none(db: Database) -> None:
 
 
 def test_update_now_writes_only_the_named_attributes(db: Database) -> None:
-    with db.write() as s:
-        rows.insert_now(s, intent())
+    store(db)
     with db.write() as s:
         pi = rows.load(s, PaymentIntent, _BY_ID, {"id": "pi_rows1"})
         assert pi is not None
@@ -91,30 +100,25 @@ def test_update_now_writes_only_the_named_attributes(db: Database) -> None:
         pi.risk = {"score": 12, "reasons": ["a"]}
         pi.amount = 1  # changed in memory, not named: must not be written
         rows.update_now(s, pi, ("status", "version", "risk"))
-    with db.read() as s:
-        got = rows.load(s, PaymentIntent, _BY_ID, {"id": "pi_rows1"})
+    got = reread(db)
     assert got is not None
     assert (got.status, got.version, got.risk) == ("processing", 1, {"score": 12, "reasons": ["a"]})
     assert got.amount == 1099
 
 
 def test_changing_a_loaded_row_writes_nothing_by_itself(db: Database) -> None:
-    with db.write() as s:
-        rows.insert_now(s, intent())
+    store(db)
     with db.write() as s:
         pi = rows.load(s, PaymentIntent, _BY_ID, {"id": "pi_rows1"})
         assert pi is not None
         pi.status = "canceled"
-    with db.read() as s:
-        got = rows.load(s, PaymentIntent, _BY_ID, {"id": "pi_rows1"})
+    got = reread(db)
     assert got is not None and got.status == "requires_confirmation"
 
 
 def test_update_of_a_vanished_row_fails_and_rolls_back(db: Database) -> None:
-    with db.write() as s:
-        rows.insert_now(s, intent())
-    with db.read() as s:
-        pi = rows.load(s, PaymentIntent, _BY_ID, {"id": "pi_rows1"})
+    store(db)
+    pi = reread(db)
     assert pi is not None
     pi.pk = 10**9
     pi.status = "succeeded"
