@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -18,25 +19,27 @@ DECLINE = "4000000000000002"
 THREE_DS = "4000002760003184"
 
 
-def card(number: str = VISA, **kw: object) -> dict[str, object]:
+def card(number: str = VISA, **kw: object) -> dict[str, Any]:
     return {
         "type": "card",
         "card": {"number": number, "exp_month": 12, "exp_year": 2034, "cvc": "123", **kw},
     }
 
 
-def create_pm(api: Api, number: str = VISA, **kw: object) -> dict:
+def create_pm(api: Api, number: str = VISA, **kw: object) -> dict[str, Any]:
     r = api.post("/v1/payment_methods", card(number, **kw))
     assert r.status_code == 200, r.text
-    return r.json()
+    body: dict[str, Any] = r.json()
+    return body
 
 
-def pay(api: Api, pm_id: str, **kw: object) -> dict:
+def pay(api: Api, pm_id: str, **kw: object) -> dict[str, Any]:
     r = api.post(
         "/v1/payment_intents",
         {"amount": 1500, "currency": "usd", "payment_method": pm_id, "confirm": True, **kw},
     )
-    return r.json() | {"_status": r.status_code}
+    body: dict[str, Any] = r.json()
+    return body | {"_status": r.status_code}
 
 
 def test_raw_card_pays_end_to_end(api: Api, merchant: Merchant) -> None:
@@ -98,7 +101,7 @@ def test_bad_card_data_gets_stripe_card_errors(
     api: Api, merchant: Merchant, fields: dict[str, object], code: str, param: str
 ) -> None:
     data = card()
-    data["card"].update(fields)  # type: ignore[union-attr]
+    data["card"].update(fields)
     r = api.post("/v1/payment_methods", data)
     assert r.status_code == 402, r.text
     err = r.json()["error"]

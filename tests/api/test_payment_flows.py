@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
 from tests.conftest import Acquirers, Api
 
 
-def create_pi(api: Api, **kw: object) -> dict:
+def create_pi(api: Api, **kw: object) -> dict[str, Any]:
     data = {"amount": 2000, "currency": "usd", **kw}
     r = api.post("/v1/payment_intents", data)
     assert r.status_code == 200, r.text
-    return r.json()
+    body: dict[str, Any] = r.json()
+    return body
 
 
 def test_automatic_capture_succeeds(api: Api) -> None:

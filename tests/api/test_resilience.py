@@ -23,7 +23,8 @@ def _pi(api: Api, **kw: Any) -> dict[str, Any]:
         {"amount": 1200, "currency": "eur", "payment_method": "pm_card_visa", **kw},
     )
     assert r.status_code == 200, r.text
-    return r.json()
+    body: dict[str, Any] = r.json()
+    return body
 
 
 def _wait_until_acted(conn: AcquirerConnector, key: str, timeout: float = 30.0) -> None:

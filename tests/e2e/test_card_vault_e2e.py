@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import ssl
 import time
+from typing import TYPE_CHECKING, cast
 
 import httpx
 import pytest
@@ -24,8 +25,31 @@ INVALID = "4242424242424241"  # fails the Luhn check
 USED_NUMBERS = (VISA, MASTERCARD, AMEX, DECLINE, INVALID)
 
 
-def _card(number: str, cvc: str = "123") -> dict[str, object]:
+def _card(number: str, cvc: str = "123") -> stripe.params.PaymentMethodCreateParamsCard:
     return {"number": number, "exp_month": 12, "exp_year": 2034, "cvc": cvc}
+
+
+def _token_card(number: str) -> stripe.params.TokenCreateParamsCard:
+    # The SDK types a token's expiry as strings; form-encoded, "12" and 12 are the same bytes.
+    return {"number": number, "exp_month": "12", "exp_year": "2034", "cvc": "123"}
+
+
+if TYPE_CHECKING:
+    from typing_extensions import TypedDict
+
+    class _SealedCard(TypedDict):
+        key_id: str
+        payload: str
+
+    class _EncryptedCard(stripe.params.PaymentMethodCreateParamsCard):
+        """Paywarden's extension of Stripe's card hash: the card sealed to the vault."""
+
+        encrypted: _SealedCard
+
+    # What encrypt_card_params returns. Closed (PEP 728): no other keys, so mypy
+    # accepts ``{"type": "card", **params}`` as a PaymentMethodCreateParams.
+    class _EncryptedCardParams(TypedDict, closed=True):
+        card: _EncryptedCard
 
 
 def _pay(client: stripe.StripeClient, pm: str) -> stripe.PaymentIntent:
@@ -49,7 +73,7 @@ def test_sdk_raw_card_pays(client: stripe.StripeClient) -> None:
 
 
 def test_sdk_tokens(client: stripe.StripeClient) -> None:
-    tok = client.v1.tokens.create(params={"card": _card(MASTERCARD)})  # type: ignore[typeddict-item]
+    tok = client.v1.tokens.create(params={"card": _token_card(MASTERCARD)})
     assert tok.id.startswith("tok_")
     assert tok.card is not None
     assert tok.card.last4 == "4444"
@@ -72,8 +96,12 @@ def test_sdk_encrypted_card(stack: Stack, client: stripe.StripeClient) -> None:
 
     key = fetch_encryption_key(stack.gateway_url, stack.publishable_key)
     browser = stack.client(stack.publishable_key)
-    params = encrypt_card_params(key, number=VISA, exp_month=11, exp_year=2033, cvc="321")
-    pm = browser.v1.payment_methods.create(params={"type": "card", **params})  # type: ignore[typeddict-item]
+    # encrypt_card_params is typed dict[str, Any]; its value is {"card": {"encrypted": ...}}.
+    params = cast(
+        "_EncryptedCardParams",
+        encrypt_card_params(key, number=VISA, exp_month=11, exp_year=2033, cvc="321"),
+    )
+    pm = browser.v1.payment_methods.create(params={"type": "card", **params})
     assert pm.card is not None
     assert pm.card.exp_year == 2033
     assert _pay(client, pm.id).status == "succeeded"

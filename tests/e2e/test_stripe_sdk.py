@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
@@ -34,8 +34,22 @@ def _uid() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def _pay(client: stripe.StripeClient, amount: int = 1000, **extra: Any) -> stripe.PaymentIntent:
-    params: dict[str, Any] = {
+if TYPE_CHECKING:
+    from typing_extensions import TypedDict, Unpack
+
+    # The PaymentIntentCreateParams fields the tests vary. Closed (PEP 728): no
+    # other keys, so mypy accepts ``{..., **extra}`` as a PaymentIntentCreateParams.
+    class _PayExtra(TypedDict, total=False, closed=True):
+        capture_method: Literal["automatic", "automatic_async", "manual"]
+        description: str
+        payment_method: str
+        return_url: str
+
+
+def _pay(
+    client: stripe.StripeClient, amount: int = 1000, **extra: Unpack[_PayExtra]
+) -> stripe.PaymentIntent:
+    params: stripe.params.PaymentIntentCreateParams = {
         "amount": amount,
         "currency": "usd",
         "payment_method": "pm_card_visa",
@@ -64,6 +78,7 @@ def test_customer_crud(client: stripe.StripeClient) -> None:
     )
     assert created.id.startswith("cus_")
     assert created.object == "customer"
+    assert created.metadata is not None
     assert (created.email, created.name, created.metadata["order"]) == (email, "Ada", "7")
 
     got = client.v1.customers.retrieve(created.id)
@@ -73,6 +88,7 @@ def test_customer_crud(client: stripe.StripeClient) -> None:
         created.id, params={"name": "Ada Lovelace", "metadata": {"tier": "gold", "order": ""}}
     )
     assert updated.name == "Ada Lovelace"
+    assert updated.metadata is not None
     assert updated.metadata.to_dict() == {"tier": "gold"}
     assert client.v1.customers.retrieve(created.id).name == "Ada Lovelace"
 
@@ -321,7 +337,7 @@ def test_idempotency_error_on_reused_key(client: stripe.StripeClient) -> None:
 def test_idempotent_retry_replays_the_same_object(client: stripe.StripeClient) -> None:
     key = f"e2e-idem-{_uid()}"
     email = f"retry-{_uid()}@example.com"
-    params: dict[str, Any] = {"email": email, "name": "Once"}
+    params: stripe.params.CustomerCreateParams = {"email": email, "name": "Once"}
     first = client.v1.customers.create(params=params, options={"idempotency_key": key})
     second = client.v1.customers.create(params=params, options={"idempotency_key": key})
     assert second.id == first.id
@@ -335,7 +351,7 @@ def test_idempotent_retry_replays_the_same_object(client: stripe.StripeClient) -
 
     # A money-moving create: one payment, one charge, whatever the retries.
     pkey = f"e2e-idem-pi-{_uid()}"
-    pay_params: dict[str, Any] = {
+    pay_params: stripe.params.PaymentIntentCreateParams = {
         "amount": 1234,
         "currency": "usd",
         "payment_method": "pm_card_visa",
@@ -350,7 +366,10 @@ def test_idempotent_retry_replays_the_same_object(client: stripe.StripeClient) -
 
     # A decline is replayed too, as the same error, without a second attempt.
     dkey = f"e2e-idem-decline-{_uid()}"
-    declined = {**pay_params, "payment_method": "pm_card_chargeDeclined"}
+    declined: stripe.params.PaymentIntentCreateParams = {
+        **pay_params,
+        "payment_method": "pm_card_chargeDeclined",
+    }
     errors = []
     for _ in range(2):
         with pytest.raises(stripe.CardError) as exc:
@@ -359,6 +378,7 @@ def test_idempotent_retry_replays_the_same_object(client: stripe.StripeClient) -
     assert errors[0].error is not None
     assert errors[1].error is not None
     assert errors[0].error.charge == errors[1].error.charge
+    assert errors[1].headers is not None
     assert errors[1].headers.get("Idempotent-Replayed") == "true"
 
 
@@ -405,6 +425,7 @@ def test_rate_limit_after_failed_authentications(tmp_path: Path) -> None:
         with pytest.raises(stripe.RateLimitError) as exc:
             bad.v1.customers.list()
         assert exc.value.http_status == 429
+        assert exc.value.headers is not None
         assert exc.value.headers.get("Retry-After") == "60"
 
 

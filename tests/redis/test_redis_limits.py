@@ -23,7 +23,7 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def redis_db() -> Iterator[redis.Redis]:
+def redis_db() -> Iterator[redis.Redis[bytes]]:
     def probe() -> None:
         redis.Redis.from_url(redis_url(), socket_connect_timeout=2).ping()
 
@@ -36,7 +36,9 @@ def redis_db() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def two_workers(settings: Settings, redis_db: redis.Redis) -> Iterator[tuple[Gateway, list[str]]]:
+def two_workers(
+    settings: Settings, redis_db: redis.Redis[bytes]
+) -> Iterator[tuple[Gateway, list[str]]]:
     settings = settings.model_copy(update={"redis_url": redis_url(), "auth_failure_limit": 6})
     secrets = dataclasses.replace(
         load_or_create_secrets(settings.home),
@@ -65,7 +67,7 @@ def test_two_workers_share_one_failure_budget(two_workers: tuple[Gateway, list[s
         assert r.headers["Retry-After"]
 
 
-def test_counter_updates_are_atomic(redis_db: redis.Redis) -> None:
+def test_counter_updates_are_atomic(redis_db: redis.Redis[bytes]) -> None:
     limiters = [RedisFailureLimiter(redis_url(), 60, prefix="pwtest") for _ in range(4)]
     with ThreadPoolExecutor(16) as ex:
         list(ex.map(lambda i: limiters[i % 4].record("10.0.0.1"), range(400)))

@@ -132,7 +132,7 @@ def test_vars_and_dict_do_not_expose(s: Secret) -> None:
 
 def test_private_attribute_blocked(s: Secret) -> None:
     with pytest.raises(AttributeError, match="reveal"):
-        _ = s._value  # type: ignore[attr-defined]
+        _ = s._value
     with pytest.raises(AttributeError):
         getattr(s, "_value")  # noqa: B009 - getattr is the path under test
 
@@ -185,20 +185,20 @@ def test_hash_does_not_depend_on_value() -> None:
 
 def test_immutable_set(s: Secret) -> None:
     with pytest.raises(AttributeError, match="immutable"):
-        s._value = "other"  # type: ignore[misc]
+        s._value = "other"
     with pytest.raises(AttributeError, match="immutable"):
-        s._label = "other"  # type: ignore[misc]
+        s._label = "other"
     with pytest.raises(AttributeError):
-        s.extra = 1  # type: ignore[attr-defined]
+        s.extra = 1
     assert s.reveal() == VALUE
     assert repr(s) == "Secret(api_key=***)"
 
 
 def test_immutable_delete(s: Secret) -> None:
     with pytest.raises(AttributeError):
-        del s._value  # type: ignore[attr-defined]
+        del s._value
     with pytest.raises(AttributeError):
-        del s._label  # type: ignore[attr-defined]
+        del s._label
     assert s.reveal() == VALUE
     assert repr(s) == "Secret(api_key=***)"
 
