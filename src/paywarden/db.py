@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -102,12 +102,15 @@ class _WriterLock:
         self._db_path = path
         self._path = f"{path}-writelock" if path else None
         self._fd: int | None = None
+        # Closes the descriptor if the Database is dropped without dispose().
+        self._closer: Callable[[], object] | None = None
         _WRITER_LOCKS.add(self)
 
     def _file(self) -> int | None:
         if self._fd is None and self._path is not None:
             try:
                 self._fd = _open_lock_file(self._path, self._db_path)
+                self._closer = weakref.finalize(self, _close_quietly, self._fd)
             except OSError as exc:
                 log.warning(
                     "cannot open the SQLite writer lock file %s (%s); "
@@ -133,19 +136,25 @@ class _WriterLock:
 
     def close(self) -> None:
         with self._thread_lock:
-            if self._fd is not None:
-                os.close(self._fd)
-            self._fd = None
+            self._forget_file()
 
     def _after_fork_in_child(self) -> None:
         # The child's copies: a new queue (another thread may have held the old
         # one at the fork), and its own open file (closing the inherited
         # descriptor leaves a lock the parent holds in place).
         self._thread_lock = threading.Lock()
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
+        self._forget_file()
+
+    def _forget_file(self) -> None:
+        if self._closer is not None:
+            self._closer()  # closes the descriptor, once
+        self._closer = None
+        self._fd = None
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _open_lock_file(path: str, db_path: str | None) -> int:

@@ -18,9 +18,9 @@ from paywarden.events.service import new_event
 WAIT = 60
 
 
-def _is_lock_file(link: str) -> bool:
+def _is_lock_file(link: str, db_file: str) -> bool:
     try:
-        return os.readlink(link).endswith("-writelock")
+        return os.readlink(link) == f"{db_file}-writelock"
     except OSError:
         return False
 
@@ -139,8 +139,11 @@ def test_the_lock_file_is_opened_again_after_a_fork(url: str) -> None:
         if pid == 0:  # child: its own open file, so its lock is its own
             try:
                 _add(db, 1, "forked")
+                db_file = str(Path(url.removeprefix("sqlite:///")).resolve())
                 opened = [
-                    f for f in os.listdir("/proc/self/fd") if _is_lock_file(f"/proc/self/fd/{f}")
+                    f
+                    for f in os.listdir("/proc/self/fd")
+                    if _is_lock_file(f"/proc/self/fd/{f}", db_file)
                 ]
                 os.write(w, b"ok" if len(opened) == 1 else b"no")  # the inherited one closed
             finally:
@@ -166,3 +169,20 @@ def test_an_unopenable_lock_file_falls_back_to_sqlites_own_locking(
     finally:
         db.dispose()
     assert "cannot open the SQLite writer lock file" in caplog.text
+
+
+def test_a_dropped_database_closes_its_lock_file(url: str, tmp_path: Path) -> None:
+    import gc
+
+    db_file = str((tmp_path / "gateway.db").resolve())
+
+    def open_lock_files() -> int:
+        fds = os.listdir("/proc/self/fd")
+        return sum(1 for f in fds if _is_lock_file(f"/proc/self/fd/{f}", db_file))
+
+    db = Database(url)
+    _add(db, 1, "dropped")
+    assert open_lock_files() == 1
+    del db  # no dispose()
+    gc.collect()
+    assert open_lock_files() == 0
