@@ -147,7 +147,7 @@ class _Outcome:
     error: str | None = None
 
 
-# The confirm path's lookups, built once: building a select and its cache key
+# The ORM flows' lookups, built once: building a select and its cache key
 # costs about 50 µs a time, more than running it on SQLite.
 _INTENT = select(PaymentIntent).where(
     PaymentIntent.id == bindparam("pi_id"),
@@ -155,13 +155,9 @@ _INTENT = select(PaymentIntent).where(
     PaymentIntent.livemode == bindparam("livemode"),
 )
 _INTENT_FOR_UPDATE = _INTENT.with_for_update()
-_INTENT_BY_ID_FOR_UPDATE = (
-    select(PaymentIntent).where(PaymentIntent.id == bindparam("pi_id")).with_for_update()
-)
 _CHARGE = select(Charge).where(Charge.id == bindparam("charge_id"))
 _CHARGE_FOR_UPDATE = _CHARGE.with_for_update()
 _ATTEMPT = select(AcquirerAttempt).where(AcquirerAttempt.id == bindparam("attempt_id"))
-_ATTEMPT_FOR_UPDATE = _ATTEMPT.with_for_update()
 
 # The settle transaction reads and writes rows through Core (see paywarden.rows).
 _T_ATT = AcquirerAttempt.__table__
