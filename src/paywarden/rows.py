@@ -10,10 +10,10 @@ runs a dozen of them per payment, so it uses these helpers instead:
   *transient* instance of the mapped class: the same attributes the rest of the
   code reads and renders, but not attached to any session, so changing it
   writes nothing by itself.
-* :func:`insert` writes a new (transient) instance with a Core ``INSERT`` now,
+* :func:`insert_now` writes a new (transient) instance with a Core ``INSERT`` now,
   in the caller's transaction; unset attributes take their column defaults, as
   a flush would give them.
-* :func:`update` writes the named attributes of an instance with a Core
+* :func:`update_now` writes the named attributes of an instance with a Core
   ``UPDATE … WHERE pk = …``.
 
 The statements are the mapped tables' own, so types (JSON, booleans) convert
@@ -84,11 +84,10 @@ def _connection(session: Session) -> Connection:
     if txn is not None and cached is not None and cached[0] is txn:
         conn: Connection = cached[1]
         return conn
-    conn = session.connection()
-    session.info[_INFO_KEY] = (
-        session.get_nested_transaction() or session.get_transaction(),
-        conn,
-    )
+    conn = session.connection()  # begins the transaction (or savepoint) if need be
+    if txn is None:
+        txn = session.get_nested_transaction() or session.get_transaction()
+    session.info[_INFO_KEY] = (txn, conn)
     return conn
 
 
