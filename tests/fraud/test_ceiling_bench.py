@@ -46,7 +46,7 @@ def test_a_terminal_fraud_is_seen_only_once_its_label_is_known_and_inside_the_wi
             (80.0, "e", "T", 10.0, 1),  # window (43, 73]: no fraud in it
         ]
     )
-    seen, _ = bench.seeable_signals(data, delay_days=7, ratio=2.0)
+    seen = bench.seeable_signals(data, delay_days=7, ratio=2.0).seen
     assert seen.tolist() == [False, False, True, True, False]
 
 
@@ -60,5 +60,19 @@ def test_an_amount_far_above_the_cards_own_mean_is_seen() -> None:
             (3.0, "a", "T4", 60.0, 1),  # 60 / 14.67 > 2
         ]
     )
-    seen, _ = bench.seeable_signals(data, delay_days=7, ratio=2.0)
+    seen = bench.seeable_signals(data, delay_days=7, ratio=2.0).seen
     assert seen.tolist() == [False, False, False, True]
+
+
+def test_a_cards_fraud_counts_as_known_once_its_label_has_arrived() -> None:
+    bench = _bench()
+    data = _data(
+        [
+            (0.0, "a", "T1", 10.0, 1),
+            (3.0, "a", "T2", 10.0, 0),  # the label of day 0 arrives on day 7
+            (7.5, "a", "T3", 10.0, 0),
+            (8.0, "b", "T4", 10.0, 0),  # another card: nothing known
+        ]
+    )
+    known = bench.seeable_signals(data, delay_days=7, ratio=2.0).card_known_fraud
+    assert known.tolist() == [False, False, True, False]
