@@ -11,7 +11,7 @@ import httpx
 
 from paywarden.gateway.container import Gateway
 from tests.api.test_payment_flows import _complete_3ds
-from tests.conftest import Api, Merchant
+from tests.conftest import Api, Merchant, make_merchant
 
 
 def _luhn_complete(prefix: str) -> str:
@@ -183,6 +183,34 @@ def test_card_testing_from_one_ip_is_blocked_within_a_few_attempts(api: Api) -> 
     # A normal customer on another address keeps paying.
     normal = _pay(api, paywarden_risk_context={"ip_address": "198.51.100.20"})
     assert normal.status_code == 200 and normal.json()["status"] == "succeeded"
+
+
+def test_one_merchants_card_testing_does_not_block_another_merchant_or_mode(
+    api: Api, merchant: Merchant
+) -> None:
+    """Velocity counters are per account and mode: naming an IP address in one
+    merchant's traffic must not let it block that address elsewhere."""
+    shared_ip = {"ip_address": "198.51.100.99"}
+    codes = []
+    for number in _cards(5, seed=7):
+        pm = _card_pm(api, number)
+        codes.append(_pay(api, amount=100, payment_method=pm, paywarden_risk_context=shared_ip))
+    assert [c.status_code for c in codes] == [200, 200, 200, 200, 402]
+
+    other = Api(api.client, make_merchant(merchant.gw, "Other").secret_key)
+    for number in _cards(4, seed=8):
+        r = _pay(other, amount=100, payment_method=_card_pm(other, number),
+                 paywarden_risk_context=shared_ip)  # fmt: skip
+        assert r.status_code == 200, r.text
+
+    live = Api(api.client, merchant.key("secret", livemode=True))
+    r = _pay(live, amount=100, payment_method=_card_pm(live, _cards(1, seed=9)[0]),
+             paywarden_risk_context=shared_ip)  # fmt: skip
+    assert r.status_code == 200, r.text
+    # ...while the first merchant's test mode still blocks a further new card there.
+    again = _pay(api, amount=100, payment_method=_card_pm(api, _cards(1, seed=10)[0]),
+                 paywarden_risk_context=shared_ip)  # fmt: skip
+    assert again.status_code == 402
 
 
 def test_card_testing_from_one_device_is_blocked(api: Api, merchant: Merchant) -> None:

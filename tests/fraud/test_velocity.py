@@ -6,6 +6,7 @@ here on the in-process and SQLite stores and, in ``tests/redis/``, on Redis.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -47,6 +48,18 @@ class VelocityBehaviour:
         assert store.record_and_snapshot(ev(T0), attempt_id="a0") == {}
         store.record_outcome("a0", "declined")
         assert store.snapshot(at=T0, card="c")["total_charges_per_card_number_hourly"] == 0
+
+    def test_scopes_keep_tenants_counters_apart(self, store: VelocityStore) -> None:
+        for i in range(3):
+            store.record(ev(T0 + i, card=f"c{i}", ip_address="ip", scope="acct_a/test/"))
+        b = store.record_and_snapshot(ev(T0 + 5, card="c9", ip_address="ip", scope="acct_b/test/"))
+        assert b["total_charges_per_ip_address_hourly"] == 1
+        assert b["card_count_for_ip_address_hourly"] == 1
+        live = ev(T0 + 6, card="c0", ip_address="ip", scope="acct_a/live/")
+        assert store.record_and_snapshot(live)["card_count_for_ip_address_hourly"] == 1
+        a = store.record_and_snapshot(ev(T0 + 7, card="c3", ip_address="ip", scope="acct_a/test/"))
+        assert a["total_charges_per_ip_address_hourly"] == 4
+        assert a["card_count_for_ip_address_hourly"] == 4
 
     def test_hourly_window_slides(self, store: VelocityStore) -> None:
         store.record(ev(T0, card="c"))
@@ -243,9 +256,18 @@ def test_sqlite_survives_reopen(tmp_path: Path) -> None:
     a.record(ev(T0, card="c1", ip_address="ip", outcome="authorized"))
     a.record(ev(T0 + 1, card="c2", ip_address="ip", amount_minor=250), attempt_id="pi_9")
     before = a.snapshot(at=T0 + 2, ip_address="ip", card="c2")
+
+    scoped = ev(T0 + 1, card="c1", ip_address="ip", scope="acct_a/live/")
+    a.record(scoped)
     a.close()
 
     b = SqliteVelocityStore(path)
+    assert (
+        b.record_and_snapshot(dataclasses.replace(scoped, at=T0 + 2, card="c5"))[
+            "card_count_for_ip_address_daily"
+        ]
+        == 2
+    )  # the scoped attempt came back in its own scope
     assert b.snapshot(at=T0 + 2, ip_address="ip", card="c2") == before
     assert before["card_count_for_ip_address_daily"] == 2
     assert b.record_outcome("pi_9", "authorized") is True  # the attempt survived too
@@ -338,8 +360,13 @@ def test_event_validation() -> None:
     with pytest.raises(ValueError, match="finite"):
         ev(float("nan"))
     with pytest.raises(ValueError, match="too long"):
-        ev(T0, ip_address="x" * 300)
+        ev(T0, ip_address="x" * 400)
+    with pytest.raises(ValueError, match="too long"):
+        ev(T0, ip_address="x" * 300, scope="y" * 100)
+    with pytest.raises(ValueError, match="scope is too long"):
+        ev(T0, scope="y" * 129)
     assert ev(T0, card="", email="e").entities() == (None, None, "e", None, None)
+    assert ev(T0, card="", email="e", scope="s/").entities() == (None, None, "s/e", None, None)
 
 
 @pytest.mark.parametrize(

@@ -124,6 +124,11 @@ _FEATURE_LABELS = {
 }
 
 
+def velocity_scope(account_id: str, *, livemode: bool) -> str:
+    """The velocity counters' tenant scope: one account in one mode."""
+    return f"{account_id}/{'live' if livemode else 'test'}/"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentSignals:
     """What the gateway knows about one confirm (never a card number)."""
@@ -255,6 +260,7 @@ class FraudEngine:
             email=email_id,
             ip_address=sig.ip_address,
             device=device,
+            scope=velocity_scope(sig.account_id, livemode=sig.livemode),
         )
         counters = self.velocity.record_and_snapshot(event, attempt_id=sig.attempt_key)
 

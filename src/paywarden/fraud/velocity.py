@@ -111,7 +111,9 @@ _METRIC_PREFIX = (
     "total_amount_in_usd_cents_per",
     "authorized_amount_in_usd_cents_per",
 )
-MAX_IDENTIFIER_LENGTH = 256
+MAX_IDENTIFIER_LENGTH = 384
+"""Longest entity identifier a store keeps, its scope included."""
+MAX_SCOPE_LENGTH = 128
 
 
 class VelocityError(Exception):
@@ -159,6 +161,12 @@ class PaymentEvent:
     Entity values are pseudonymous identifiers (card fingerprint, hashed email,
     customer id, IP address, device fingerprint); ``None`` or ``""`` means
     unknown. ``at`` is seconds since the epoch.
+
+    ``scope`` keeps one tenant's counters apart from another's: the gateway
+    sets it to the account and mode, so one merchant's traffic from an IP
+    address never counts towards another merchant's limits (nor test mode's
+    towards live mode's). Every store keys on :meth:`entities`, which carries
+    the scope in front of each value.
     """
 
     at: float
@@ -171,6 +179,7 @@ class PaymentEvent:
     email: str | None = None
     ip_address: str | None = None
     device: str | None = None
+    scope: str = ""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.at):
@@ -179,13 +188,19 @@ class PaymentEvent:
             raise ValueError("amounts must not be negative")
         if self.outcome is not None and self.outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
+        if len(self.scope) > MAX_SCOPE_LENGTH:
+            raise ValueError("the scope is too long")
         for value in self.entities():
             if value is not None and len(value) > MAX_IDENTIFIER_LENGTH:
                 raise ValueError("an entity identifier is too long")
 
     def entities(self) -> tuple[str | None, ...]:
-        """Entity values in :data:`ENTITIES` order, ``""`` folded to ``None``."""
-        return entity_tuple(self.card, self.customer, self.email, self.ip_address, self.device)
+        """Entity values in :data:`ENTITIES` order, ``""`` folded to ``None``, each
+        behind the event's scope."""
+        values = entity_tuple(self.card, self.customer, self.email, self.ip_address, self.device)
+        if not self.scope:
+            return values
+        return tuple(None if v is None else self.scope + v for v in values)
 
     @property
     def usd_cents(self) -> int:
