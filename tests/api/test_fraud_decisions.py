@@ -4,12 +4,13 @@ review, block, shadow rules, card testing, feedback and automatic block lists.""
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from paywarden.gateway.container import Gateway
+from paywarden.gateway.container import Gateway, recent_fraud_reports
 from tests.api.test_payment_flows import _complete_3ds
 from tests.conftest import Api, Merchant, make_merchant
 
@@ -302,3 +303,15 @@ def test_stripe_test_cards_keep_their_documented_behaviour(api: Api) -> None:
     for _ in range(7):  # a declining test card keeps declining, it is not blocked
         d = _pay(api, payment_method="pm_card_chargeDeclined")
         assert d.status_code == 402 and d.json()["error"]["decline_code"] == "generic_decline"
+
+
+def test_fraud_reports_are_replayed_when_the_engine_restarts(api: Api, merchant: Merchant) -> None:
+    """The reports the engine rebuilds its model state from at start: fraud and
+    disputes on recent payments, not "safe" ones."""
+    paid = [_pay(api).json() for _ in range(3)]
+    for pi, label in zip(paid, ("fraudulent", "dispute", "safe"), strict=True):
+        r = api.post("/v1/paywarden/fraud/reports", {"charge": pi["latest_charge"], "label": label})
+        assert r.status_code == 200, r.text
+    reports = recent_fraud_reports(merchant.gw.db, since=0)
+    assert [pi_id for pi_id, _ in reports] == [paid[0]["id"], paid[1]["id"]]
+    assert recent_fraud_reports(merchant.gw.db, since=time.time() + 60) == []

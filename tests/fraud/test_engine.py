@@ -11,7 +11,7 @@ import pytest
 
 from paywarden.db import Database
 from paywarden.fraud.engine import DEFAULT_MODEL_PATH, FraudEngine, PaymentSignals
-from paywarden.fraud.features import FeatureState
+from paywarden.fraud.features import FeatureState, Tx
 from paywarden.fraud.model import RiskModel
 from paywarden.fraud.velocity import MemoryVelocityStore
 from paywarden.migrations import upgrade
@@ -110,3 +110,26 @@ def test_without_a_model_rules_still_decide(db: Database) -> None:
             ),
         )
     assert d.action == "allow" and d.risk_score is None and d.risk_level == "not_assessed"
+
+
+def test_reported_fraud_survives_a_restart_through_warm_up() -> None:
+    """A fresh engine warmed with the payments and their fraud reports knows the
+    card's reported fraud, as the engine that took the report did."""
+    model = RiskModel.load(DEFAULT_MODEL_PATH, expected_features=FeatureState().names)
+    history = [(f"pi_{i}", T0 + i * 300.0, f"card{i % 30}", "acct_1", 5000) for i in range(300)]
+    later = Tx(tx_id="pi_new", ts=T0 + 400 * 300.0, customer="card5", terminal="acct_1", amount=50)
+    known = FeatureState().names.index("customer_known_frauds")
+
+    def known_frauds(labels: list[tuple[str, float]]) -> float:
+        e = FraudEngine(velocity=MemoryVelocityStore(), identifier_key=b"k" * 32, model=model)
+        try:
+            e.warm_up(history, labels)
+            assert e._features is not None
+            return float(e._features.features(later)[known])
+        finally:
+            e.close()
+
+    assert known_frauds([]) == 0
+    assert known_frauds([("pi_5", T0 + 100 * 300.0), ("pi_35", T0 + 101 * 300.0)]) == 2
+    # A report on a payment the warm-up did not replay changes nothing.
+    assert known_frauds([("pi_unknown", T0 + 100 * 300.0)]) == 0

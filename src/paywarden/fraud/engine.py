@@ -406,9 +406,14 @@ class FraudEngine:
         with self._lock:
             self._features.add_label(payment_intent_id, fraudulent, known_at)
 
-    def warm_up(self, history: Collection[tuple[str, float, str, str, int]]) -> int:
+    def warm_up(
+        self,
+        history: Collection[tuple[str, float, str, str, int]],
+        labels: Collection[tuple[str, float]] = (),
+    ) -> int:
         """Replay recent payments ``(pi_id, at, card, account, usd_cents)`` in
-        time order so card and merchant habits survive a restart."""
+        time order, then the fraud reports on them ``(pi_id, known_at)``, so card
+        and merchant habits and reported fraud survive a restart."""
         if self._features is None:
             return 0
         with self._lock:
@@ -416,6 +421,11 @@ class FraudEngine:
                 self._features.update(
                     Tx(tx_id=pi_id, ts=at, customer=card, terminal=account, amount=cents / 100)
                 )
+            # A label waits in the state until its delay has passed, exactly as
+            # when it was reported live, so replaying labels after the payments
+            # gives the same state as interleaving them.
+            for pi_id, known_at in labels:
+                self._features.add_label(pi_id, True, known_at)
         return len(history)
 
 

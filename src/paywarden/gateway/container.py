@@ -158,7 +158,8 @@ def build_fraud_engine(
         default_rules=settings.fraud_default_rules,
         auto_block=settings.fraud_auto_block,
     )
-    engine.warm_up(recent_payments(db, since=clock.now() - 30 * 86400))
+    since = clock.now() - 30 * 86400
+    engine.warm_up(recent_payments(db, since=since), recent_fraud_reports(db, since=since))
     return engine
 
 
@@ -191,6 +192,25 @@ def recent_payments(db: Database, *, since: float) -> list[tuple[str, float, str
         if cents is not None:
             out.append((pi_id, float(created), fingerprint, account, cents))
     return out
+
+
+def recent_fraud_reports(db: Database, *, since: float) -> list[tuple[str, float]]:
+    """Fraud and dispute reports on the payments :func:`recent_payments` replays,
+    as ``(payment_intent_id, known_at)``, oldest first."""
+    from sqlalchemy import select
+
+    from paywarden.fraud.models import FraudLabel
+
+    with db.read() as s:
+        rows = s.execute(
+            select(FraudLabel.payment_intent_id, FraudLabel.created)
+            .where(
+                FraudLabel.paid_at >= int(since),
+                FraudLabel.label.in_(("fraudulent", "dispute")),
+            )
+            .order_by(FraudLabel.created, FraudLabel.pk)
+        ).all()
+    return [(pi_id, float(created)) for pi_id, created in rows]
 
 
 def _derived_key(secrets: ServiceSecrets, label: bytes) -> bytes:
