@@ -121,6 +121,42 @@ def test_a_request_3ds_rule_steps_up_then_the_payment_continues(api: Api) -> Non
     assert _charge(api, final["latest_charge"])["outcome"]["rule"] == rule
 
 
+def test_a_request_3ds_rule_does_not_lift_a_block(api: Api) -> None:
+    """A card on the automatic block list stays blocked when a 3-D Secure rule
+    also matches: the block applies before any challenge."""
+    pm = _card_pm(api, _cards(1, seed=11)[0])
+    paid = _pay(api, payment_method=pm)
+    assert paid.status_code == 200, paid.text
+    refund = api.post("/v1/refunds", {"payment_intent": paid.json()["id"], "reason": "fraudulent"})
+    assert refund.status_code == 200, refund.text
+    _rule(api, "Request 3DS if :amount_in_usd: > 10")
+    again = _pay(api, payment_method=_card_pm(api, _cards(1, seed=11)[0]),
+                 return_url="https://merchant.example/return")  # fmt: skip
+    assert again.status_code == 402, again.text
+    charge = _charge(api, again.json()["error"]["payment_intent"]["latest_charge"])
+    assert charge["outcome"]["rule"] == "rule_default_blocked_card"
+
+
+def test_a_review_rule_holds_a_payment_after_3ds(api: Api) -> None:
+    three_ds = _rule(api, "Request 3DS if :amount: = 6666")
+    review = _rule(api, "Review if :amount: > 6000")
+    r = _pay(api, amount=6666, return_url="https://merchant.example/return")
+    assert r.status_code == 200, r.text
+    pi = r.json()
+    assert pi["status"] == "requires_action", pi
+    done = _complete_3ds(pi["next_action"]["redirect_to_url"]["url"], "authenticated")
+    assert api.client.get(done.headers["location"], follow_redirects=False).status_code == 303
+    final = api.get(f"/v1/payment_intents/{pi['id']}").json()
+    assert final["status"] == "requires_capture" and final["amount_received"] == 0
+    charge = _charge(api, final["latest_charge"])
+    assert charge["captured"] is False and charge["outcome"]["type"] == "manual_review"
+    assert charge["outcome"]["rule"] == review != three_ds
+    assert [x["id"] for x in api.get("/v1/reviews").json()["data"]] == [charge["review"]]
+    approved = api.post(f"/v1/reviews/{charge['review']}/approve")
+    assert approved.status_code == 200, approved.text
+    assert api.get(f"/v1/payment_intents/{pi['id']}").json()["status"] == "succeeded"
+
+
 def test_review_holds_funds_until_approved(api: Api) -> None:
     _rule(api, "Review if :amount: = 5555")
     r = _pay(api, amount=5555)

@@ -477,8 +477,21 @@ def test_decide_follows_radar_order() -> None:
     rules = [(review, False), (block, False), (allow, False), (three_ds, False)]
     vip = {"vip": frozenset({"cus_vip"})}
 
-    verdict = decide(rules, attributes={"amount": 1000, "customer": "cus_x"}, lists=vip)
+    # 3-D Secure first; the other groups still apply once it has succeeded.
+    verdict = decide(rules, attributes={"amount": 200, "customer": "cus_x"}, lists=vip)
     assert (verdict.action, verdict.rule) == ("request_3ds", three_ds)
+    assert verdict.review_after_3ds is review
+    verdict = decide(rules, attributes={"amount": 200, "customer": "cus_vip"}, lists=vip)
+    assert (verdict.action, verdict.rule, verdict.review_after_3ds) == (
+        "request_3ds",
+        three_ds,
+        None,
+    )
+    # A block rule blocks at once: no authentication could change what it reads.
+    verdict = decide(rules, attributes={"amount": 1000, "customer": "cus_x"}, lists=vip)
+    assert (verdict.action, verdict.rule) == ("block", block)
+    only_3ds = decide([(three_ds, False)], attributes={"amount": 200})
+    assert (only_3ds.action, only_3ds.review_after_3ds) == ("request_3ds", None)
 
     no_3ds = [pair for pair in rules if pair[0] is not three_ds]
     verdict = decide(no_3ds, attributes={"amount": 1000, "customer": "cus_vip"}, lists=vip)

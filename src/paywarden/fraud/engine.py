@@ -173,6 +173,8 @@ class Decision:
     ip_country: str | None = None
     device_id: str | None = None
     card_fingerprint: str | None = None
+    # The review rule that holds the payment once 3-D Secure has succeeded.
+    review_after_3ds: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -190,6 +192,7 @@ class Decision:
             "ip_country": self.ip_country,
             "device_id": self.device_id,
             "card_fingerprint": self.card_fingerprint,
+            "review_after_3ds": dict(self.review_after_3ds) if self.review_after_3ds else None,
         }
 
 
@@ -305,6 +308,7 @@ class FraudEngine:
         if verdict.action in ("request_3ds", "review", "block"):
             action = verdict.action
         rule = verdict.rule
+        then = verdict.review_after_3ds
         decision = Decision(
             action=action,
             risk_score=score,
@@ -321,6 +325,11 @@ class FraudEngine:
             ip_country=ip_country,
             device_id=device,
             card_fingerprint=None if sig.shared_test_card else sig.card_fingerprint,
+            review_after_3ds=(
+                {"rule": ids[id(then)], "rule_predicate": then.to_source()}
+                if then is not None
+                else None
+            ),
         )
         if decision.shadow_rules:
             log.info(

@@ -162,11 +162,16 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class RuleVerdict:
-    """What a rule set decided: the winning action and rule, and matching shadow rules."""
+    """What a rule set decided: the winning action and rule, and matching shadow rules.
+
+    ``review_after_3ds`` is the review rule that holds a payment once its 3-D
+    Secure authentication (``action == "request_3ds"``) has succeeded.
+    """
 
     action: VerdictAction
     rule: Rule | None
     shadow_hits: tuple[Rule, ...] = ()
+    review_after_3ds: Rule | None = None
 
 
 def parse_rule(
@@ -215,10 +220,19 @@ def decide(
     """Apply a rule set in Radar's order: request 3DS, allow, block, review.
 
     ``rules`` pairs each rule with ``shadow`` (log-only) mode. Among active
-    rules, the first matching one in the first action group that has a match
-    wins, and later groups are not evaluated (an allowed payment is never
-    blocked). Shadow rules are all evaluated and those that match are reported
-    in ``shadow_hits`` (in input order) but never change the action. With no
+    rules, the first matching one in each action group counts. The allow,
+    block and review groups are exclusive in that order: an allowed payment is
+    never blocked or reviewed, a blocked one never reviewed.
+
+    A request for 3-D Secure does not skip them: as in Radar, they still apply
+    to the payment once authenticated. Nothing a rule reads changes with the
+    authentication, so a payment a block rule matches is blocked at once (the
+    verdict is ``block``: the customer is not put through a challenge that
+    cannot help). One a review rule matches is authenticated and then held
+    (``request_3ds`` with ``review_after_3ds``).
+
+    Shadow rules are all evaluated and those that match are reported in
+    ``shadow_hits`` (in input order) but never change the action. With no
     match the action is ``"none"``.
     """
     given = _NO_LISTS if lists is None else lists
@@ -229,8 +243,21 @@ def decide(
             active[rule.action].append(rule)
         elif rule._matcher(attributes, given) is True:
             shadow_hits.append(rule)
+    hits = tuple(shadow_hits)
+    three_ds: Rule | None = None
     for action in ACTION_ORDER:
         for rule in active[action]:
-            if rule._matcher(attributes, given) is True:
-                return RuleVerdict(action=action, rule=rule, shadow_hits=tuple(shadow_hits))
-    return RuleVerdict(action="none", rule=None, shadow_hits=tuple(shadow_hits))
+            if rule._matcher(attributes, given) is not True:
+                continue
+            if action == "request_3ds":
+                three_ds = rule
+                break
+            if three_ds is None or action == "block":
+                return RuleVerdict(action=action, rule=rule, shadow_hits=hits)
+            review = rule if action == "review" else None
+            return RuleVerdict(
+                action="request_3ds", rule=three_ds, shadow_hits=hits, review_after_3ds=review
+            )
+    if three_ds is not None:
+        return RuleVerdict(action="request_3ds", rule=three_ds, shadow_hits=hits)
+    return RuleVerdict(action="none", rule=None, shadow_hits=hits)

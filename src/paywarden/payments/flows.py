@@ -596,7 +596,7 @@ class Payments:
             amount=pi.amount,
             currency=pi.currency,
             # A payment held for review is authorized only; funds move once approved.
-            capture=pi.capture_method != "manual" and action != "review",
+            capture=pi.capture_method != "manual" and review_risk(pi.risk) is None,
             request_three_d_secure=action == "request_3ds",
             card=card,
             merchant_reference=pi.id,
@@ -945,7 +945,8 @@ class Payments:
         if self.fraud is not None:
             self.fraud.record_outcome(attempt_key, "authorized")
         captured = result.status == "captured"
-        held = not captured and (pi.risk or {}).get("action") == "review"
+        review_as = review_risk(pi.risk)
+        held = not captured and review_as is not None
         ch = self._new_charge(pi, pm, acquirer, result, now)
         ch.status, ch.paid, ch.captured = "succeeded", True, captured
         ch.amount_captured = result.amount_captured if captured else 0
@@ -955,7 +956,7 @@ class Payments:
             None,
             result,
             "Paywarden placed this payment in review." if held else "Payment complete.",
-            pi.risk,
+            review_as if held else pi.risk,
         )
         att.charge_id = ch.id
         pi.latest_charge_id = ch.id
@@ -1734,6 +1735,20 @@ def _outcome(
 
 
 _LEVELS = ("normal", "elevated", "highest")
+
+
+def review_risk(risk: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The assessment that holds a payment for review, or None: a review
+    decision, or a review rule that applies once 3-D Secure has succeeded (then
+    the review rule, not the 3-D Secure one, is the charge's ``outcome.rule``)."""
+    if not risk:
+        return None
+    if risk.get("action") == "review":
+        return risk
+    after = risk.get("review_after_3ds")
+    if risk.get("action") == "request_3ds" and isinstance(after, dict):
+        return {**risk, "action": "review", **after}
+    return None
 
 
 def risk_outcome(base: dict[str, Any], risk: dict[str, Any] | None) -> dict[str, Any]:
