@@ -152,6 +152,7 @@ def test_a_review_rule_holds_a_payment_after_3ds(api: Api) -> None:
     assert charge["captured"] is False and charge["outcome"]["type"] == "manual_review"
     assert charge["outcome"]["rule"] == review != three_ds
     assert [x["id"] for x in api.get("/v1/reviews").json()["data"]] == [charge["review"]]
+    assert final["review"] == charge["review"]
     approved = api.post(f"/v1/reviews/{charge['review']}/approve")
     assert approved.status_code == 200, approved.text
     assert api.get(f"/v1/payment_intents/{pi['id']}").json()["status"] == "succeeded"
@@ -167,6 +168,8 @@ def test_review_holds_funds_until_approved(api: Api) -> None:
     assert charge["captured"] is False and charge["outcome"]["type"] == "manual_review"
     review_id = charge["review"]
     assert review_id.startswith("prv_")
+    assert pi["review"] == review_id  # the intent names its review, as Stripe's does
+    assert charge["outcome"]["reason"] == "rule"
     # Nobody captures around an open review.
     cap = api.post(f"/v1/payment_intents/{pi['id']}/capture")
     assert cap.status_code == 400 and review_id in cap.json()["error"]["message"]

@@ -199,6 +199,7 @@ _ATTEMPT_SETTLED = ("status", "response", "updated", "reconcile_after", "charge_
 _INTENT_SETTLED = (
     "status",
     "version",
+    "review_id",
     "next_action",
     "latest_charge_id",
     "last_payment_error",
@@ -953,7 +954,7 @@ class Payments:
         ch.outcome = _outcome(
             "manual_review" if held else "authorized",
             "approved_by_network",
-            None,
+            _review_reason(review_as) if held else None,
             result,
             "Paywarden placed this payment in review." if held else "Payment complete.",
             review_as if held else pi.risk,
@@ -1007,6 +1008,7 @@ class Payments:
         )
         rows.insert_now(s, review)
         ch.review_id = review.id
+        pi.review_id = review.id
         return review
 
     def _new_charge(
@@ -1735,6 +1737,13 @@ def _outcome(
 
 
 _LEVELS = ("normal", "elevated", "highest")
+
+
+def _review_reason(risk: dict[str, Any] | None) -> str:
+    """Stripe's ``outcome.reason`` for a payment placed in review: the default
+    review rule's is ``elevated_risk_level``, any other rule's ``rule``."""
+    default = (risk or {}).get("rule") == "rule_default_elevated_risk"  # engine.DEFAULT_RULES
+    return "elevated_risk_level" if default else "rule"
 
 
 def review_risk(risk: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -78,6 +78,8 @@ class PaymentIntent(ListableMixin, Base):
     # The fraud engine's latest assessment of this intent (score, level, rule,
     # reasons, decision); copied onto the charge's ``outcome``.
     risk: Mapped[dict[str, Any] | None]
+    # The review that held this intent's payment (``radar_reviews``), if any.
+    review_id: Mapped[str | None] = mapped_column(String(40))
     # Bumped on every state change; guards against lost updates.
     version: Mapped[int] = mapped_column(default=0)
 

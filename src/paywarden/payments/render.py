@@ -90,7 +90,7 @@ def render_intent(pi: PaymentIntent, latest_charge: Charge | None = None) -> dic
         "payment_method_types": ["card"],
         "processing": None,
         "receipt_email": pi.receipt_email,
-        "review": None,
+        "review": pi.review_id,
         "setup_future_usage": pi.setup_future_usage,
         "shipping": None,
         "source": None,

@@ -1,0 +1,24 @@
+"""payment intent review
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-24 22:05:00
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0005'
+down_revision = '0004'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('payment_intents', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('review_id', sa.String(length=40), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('payment_intents', schema=None) as batch_op:
+        batch_op.drop_column('review_id')
