@@ -278,6 +278,8 @@ def test_reported_fraud_blocks_the_card_from_then_on(api: Api) -> None:
     assert pi.status_code == 200
     refund = api.post("/v1/refunds", {"payment_intent": pi.json()["id"], "reason": "fraudulent"})
     assert refund.status_code == 200, refund.text
+    reported = _charge(api, pi.json()["latest_charge"])
+    assert reported["fraud_details"] == {"user_report": "fraudulent"}
     lists = api.get("/v1/radar/value_lists", {"alias": "paywarden_blocked_cards"}).json()
     assert len(lists["data"]) == 1 and lists["data"][0]["list_items"]["data"]
     ips = api.get("/v1/radar/value_lists", {"alias": "paywarden_blocked_ips"}).json()
@@ -294,6 +296,7 @@ def test_an_explicit_report_records_the_label_delay(api: Api) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["label"] == "safe" and body["delay_seconds"] >= 0
+    assert _charge(api, pi["latest_charge"])["fraud_details"] == {"user_report": "safe"}
     bad = api.post("/v1/paywarden/fraud/reports", {"charge": "ch_nope", "label": "fraudulent"})
     assert bad.status_code == 404
     wrong = api.post("/v1/paywarden/fraud/reports", {"charge": pi["latest_charge"], "label": "x"})

@@ -1194,6 +1194,8 @@ class Payments:
         from paywarden.fraud.engine import auto_block_lists
 
         now = self._now()
+        if label in ("fraudulent", "safe"):
+            ch.fraud_user_report = label  # Stripe's charge.fraud_details.user_report
         risk = dict(pi.risk or {})
         pm = s.scalar(select(PaymentMethod).where(PaymentMethod.id == ch.payment_method_id))
         if pm is not None:

@@ -106,6 +106,8 @@ class Charge(ListableMixin, Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
     payment_method_details: Mapped[dict[str, Any]]
     review_id: Mapped[str | None] = mapped_column(String(40))
+    # The merchant's own fraud report (``fraud_details.user_report``): fraudulent | safe.
+    fraud_user_report: Mapped[str | None] = mapped_column(String(16))
 
 
 class Refund(ListableMixin, Base):

@@ -29,7 +29,7 @@ def render_charge(ch: Charge) -> dict[str, Any]:
         "failure_balance_transaction": None,
         "failure_code": ch.failure_code,
         "failure_message": ch.failure_message,
-        "fraud_details": {},
+        "fraud_details": {"user_report": ch.fraud_user_report} if ch.fraud_user_report else {},
         "livemode": ch.livemode,
         "metadata": ch.metadata_,
         "on_behalf_of": None,

@@ -1,4 +1,4 @@
-"""payment intent review
+"""payment intent review, charge fraud details
 
 Revision ID: 0005
 Revises: 0004
@@ -17,8 +17,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('payment_intents', schema=None) as batch_op:
         batch_op.add_column(sa.Column('review_id', sa.String(length=40), nullable=True))
+    with op.batch_alter_table('charges', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('fraud_user_report', sa.String(length=16), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('charges', schema=None) as batch_op:
+        batch_op.drop_column('fraud_user_report')
     with op.batch_alter_table('payment_intents', schema=None) as batch_op:
         batch_op.drop_column('review_id')
