@@ -150,3 +150,25 @@ def test_live_scoring_matches_booster_predict() -> None:
         assert np.array_equal(model._fast(row), want)
         a = model.assess(row)
         assert a.probability == pytest.approx(1 / (1 + np.exp(-want.sum())))
+
+
+def test_rules_on_velocity_counters_see_the_live_counters(
+    data_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = [
+        "Review if :total_charges_per_card_number_weekly: >= 1",  # every payment counts itself
+        "Review if :total_charges_per_card_number_daily: > 2",
+        "Block if :card_count_for_ip_address_hourly: > 0",  # the data has no IP addresses
+        "Block if :amount_in_usd: > 220",
+    ]
+    argv = ["--data", str(data_file), *WINDOWS, "--json"]
+    for rule in rules:
+        argv += ["--rule", rule]
+    assert backtest_main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    matched = {r["rule"]: r["matched"] for r in out["rules"]}
+    n = out["test"]["transactions"]
+    assert matched[rules[0]] == n
+    assert 0 < matched[rules[1]] < n
+    assert matched[rules[2]] == 0
+    assert 0 < matched[rules[3]] < n

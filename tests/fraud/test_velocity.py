@@ -250,6 +250,15 @@ class TestLocalStores(VelocityBehaviour):
         assert store.record_outcome("pi_1", "declined") is False
 
 
+def test_a_replay_can_sweep_less_often_and_count_the_same() -> None:
+    hourly, weekly = MemoryVelocityStore(), MemoryVelocityStore(sweep_every=8 * DAY)
+    for i in range(400):
+        e = ev(T0 + i * 1800.0, card=f"c{i % 7}", ip_address=f"ip{i % 3}")
+        assert hourly.record_and_snapshot(e) == weekly.record_and_snapshot(e)
+    with pytest.raises(ValueError, match="sweep_every"):
+        MemoryVelocityStore(sweep_every=0)
+
+
 def test_sqlite_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "v.db"
     a = SqliteVelocityStore(path)

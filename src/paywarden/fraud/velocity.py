@@ -425,14 +425,19 @@ class MemoryVelocityStore:
     """Counters in this process's memory, behind one lock.
 
     Memory is bounded by activity in the longest window: entities and attempts
-    idle for longer are swept out once per hour of event time.
+    idle for longer are swept out once per ``sweep_every`` seconds of event
+    time (an hour by default; a replay of history through the store can sweep
+    less often, since each sweep visits every entity).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, sweep_every: float = 3600.0) -> None:
+        if not sweep_every > 0:
+            raise ValueError("sweep_every must be positive")
         self._lock = threading.Lock()
         self._entities: dict[tuple[int, str], _Entity] = {}
         self._attempts: dict[str, _Attempt] = {}
         self._swept_at = -math.inf
+        self._sweep_every = sweep_every
 
     # Hooks for a persistent subclass; called under the lock before memory changes.
     def _persist_record(self, event: PaymentEvent, attempt_id: str | None) -> None:
@@ -498,7 +503,7 @@ class MemoryVelocityStore:
     def _record(self, event: PaymentEvent, attempt_id: str | None) -> None:
         if attempt_id is not None and attempt_id in self._attempts:
             return  # a retry of an attempt already counted
-        if event.at - self._swept_at >= 3600:
+        if event.at - self._swept_at >= self._sweep_every:
             self._sweep(event.at)
         self._persist_record(event, attempt_id)
         entities, usd = event.entities(), event.usd_cents
