@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     fraud_geoip_path: Path | None = Field(
         default=None, description="GeoLite2-Country .mmdb; default: maxminddb-geolite2's file"
     )
+    fraud_usd_rates_path: Path | None = Field(
+        default=None,
+        description="CSV of reference rates (currency,usd_per_unit) added to the built-in ones",
+    )
     fraud_elevated_threshold: int = Field(default=65, ge=0, le=99)
     fraud_highest_threshold: int = Field(default=75, ge=0, le=99)
     fraud_default_rules: bool = Field(

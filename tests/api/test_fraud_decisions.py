@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import random
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from paywarden.gateway.container import Gateway, recent_fraud_reports
+from paywarden.fraud.engine import RatesError
+from paywarden.gateway.container import Gateway, build_gateway, recent_fraud_reports
 from tests.api.test_payment_flows import _complete_3ds
 from tests.conftest import Api, Merchant, make_merchant
 
@@ -357,3 +360,18 @@ def test_fraud_reports_are_replayed_when_the_engine_restarts(api: Api, merchant:
     reports = recent_fraud_reports(merchant.gw.db, since=0)
     assert [pi_id for pi_id, _ in reports] == [paid[0]["id"], paid[1]["id"]]
     assert recent_fraud_reports(merchant.gw.db, since=time.time() + 60) == []
+
+
+def test_configured_reference_rates_reach_the_engine(gateway: Gateway, tmp_path: Path) -> None:
+    rates = tmp_path / "rates.csv"
+    rates.write_text("currency,usd_per_unit\nthb,0.029\n", encoding="utf-8")
+    settings = gateway.settings.model_copy(update={"fraud_usd_rates_path": rates})
+    gw = build_gateway(settings, gateway.secrets)
+    try:
+        assert gw.payments.fraud is not None
+        assert gw.payments.fraud.usd_rates["thb"] == Decimal("0.029")
+    finally:
+        gw.close()
+    rates.write_text("currency,usd_per_unit\nthb,zero\n", encoding="utf-8")
+    with pytest.raises(RatesError, match=r"rates\.csv:2"):
+        build_gateway(settings, gateway.secrets)

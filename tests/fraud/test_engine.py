@@ -4,13 +4,23 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from paywarden.db import Database
-from paywarden.fraud.engine import DEFAULT_MODEL_PATH, FraudEngine, PaymentSignals
+from paywarden.fraud.engine import (
+    DEFAULT_MODEL_PATH,
+    Decision,
+    FraudEngine,
+    PaymentSignals,
+    RatesError,
+    amount_in_usd_cents,
+    load_usd_rates,
+)
 from paywarden.fraud.features import FeatureState, Tx
 from paywarden.fraud.model import RiskModel
 from paywarden.fraud.velocity import MemoryVelocityStore
@@ -133,3 +143,66 @@ def test_reported_fraud_survives_a_restart_through_warm_up() -> None:
     assert known_frauds([("pi_5", T0 + 100 * 300.0), ("pi_35", T0 + 101 * 300.0)]) == 2
     # A report on a payment the warm-up did not replay changes nothing.
     assert known_frauds([("pi_unknown", T0 + 100 * 300.0)]) == 0
+
+
+def _thb(e: FraudEngine, db: Database) -> Decision:
+    with db.write() as s:
+        return e.assess(
+            s,
+            PaymentSignals(
+                account_id="acct_1",
+                livemode=False,
+                payment_intent_id="pi_thb",
+                attempt_key="pi_thb:0",
+                at=T0 + 3000 * 300.0,
+                amount=150_000,  # 1,500.00 baht
+                currency="thb",
+                card_fingerprint="card9",
+            ),
+        )
+
+
+def test_a_currency_without_a_rate_is_not_scored_until_one_is_configured(
+    db: Database, tmp_path: Path
+) -> None:
+    model = RiskModel.load(DEFAULT_MODEL_PATH, expected_features=FeatureState().names)
+    plain = FraudEngine(velocity=MemoryVelocityStore(), identifier_key=b"k" * 32, model=model)
+    try:
+        d = _thb(plain, db)
+        assert (d.risk_score, d.risk_level) == (None, "not_assessed")
+    finally:
+        plain.close()
+    rates = tmp_path / "rates.csv"
+    rates.write_text("currency,usd_per_unit\nTHB,0.029\neur,1.10\n", encoding="utf-8")
+    loaded = load_usd_rates(rates)
+    assert loaded["thb"] == Decimal("0.029") and loaded["eur"] == Decimal("1.10")
+    assert loaded["usd"] == Decimal(1)  # the built-in ones stay
+    assert amount_in_usd_cents(150_000, "thb", loaded) == 4350
+    e = FraudEngine(
+        velocity=MemoryVelocityStore(), identifier_key=b"k" * 32, model=model, usd_rates=loaded
+    )
+    try:
+        assert _thb(e, db).risk_score is not None
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("cur,rate\nthb,1\n", "first line"),
+        ("currency,usd_per_unit\nxyz,1\n", ":2: 'xyz' is not a known currency"),
+        ("currency,usd_per_unit\nthb,abc\n", ":2: 'abc' is not a number"),
+        ("currency,usd_per_unit\n\nthb,-1\n", ":3: the rate must be above 0"),
+        ("currency,usd_per_unit\nthb,NaN\n", ":2: the rate must be above 0"),
+        ("currency,usd_per_unit\nthb,1,2\n", ":2: expected"),
+        ("", "first line"),
+    ],
+)
+def test_a_bad_rates_file_is_refused_with_its_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "rates.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(RatesError, match=re.escape(message)):
+        load_usd_rates(path)
+    with pytest.raises(RatesError, match=re.escape("rates-missing.csv")):
+        load_usd_rates(tmp_path / "rates-missing.csv")

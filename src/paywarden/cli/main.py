@@ -500,11 +500,16 @@ def fraud_backtest(args: tuple[str, ...]) -> None:
 @click.option("--live", is_flag=True, help="Live-mode charges (default: test mode).")
 def fraud_export(out: Path, live: bool) -> None:
     """Labelled history from this gateway's charges and reports, for training."""
+    from paywarden.fraud.engine import USD_PER_UNIT, RatesError, load_usd_rates
     from paywarden.fraud.labels import export_csv
 
     s = _settings()
+    try:
+        rates = load_usd_rates(s.fraud_usd_rates_path) if s.fraud_usd_rates_path else USD_PER_UNIT
+    except RatesError as exc:
+        raise click.ClickException(str(exc)) from None
     with out.open("w", encoding="utf-8", newline="") as fh:
-        n = export_csv(_db(s), fh, livemode=live)
+        n = export_csv(_db(s), fh, livemode=live, rates=rates)
     click.echo(f"wrote {n} labelled transaction(s) to {out}")
 
 

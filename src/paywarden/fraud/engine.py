@@ -63,10 +63,13 @@ Action = Literal["allow", "request_3ds", "review", "block"]
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("data") / "risk-model.json"
 
-# Reference rates to turn an amount into US cents for `:amount_in_usd:` and the
-# amount counters. Fraud scoring needs the order of magnitude, not the cent:
-# these are rounded mid-market rates (USD per unit, November 2026). A currency
-# not listed has no `:amount_in_usd:` (a missing attribute, as in Radar).
+# Reference rates to turn an amount into US cents for `:amount_in_usd:`, the
+# amount counters and the model. Fraud scoring needs the order of magnitude, not
+# the cent: these are rounded mid-market rates (USD per unit, November 2026).
+# An operator adds or replaces rates with a CSV file (`fraud_usd_rates_path`,
+# :func:`load_usd_rates`). A currency without a rate has no `:amount_in_usd:` (a
+# missing attribute, as in Radar) and no model score (`risk_level`
+# `not_assessed`); the velocity counts and the other rules still apply.
 USD_PER_UNIT: Mapping[str, Decimal] = {
     "usd": Decimal("1"),
     "eur": Decimal("1.08"),
@@ -196,8 +199,54 @@ class Decision:
         }
 
 
-def amount_in_usd_cents(amount: int, currency: str) -> int | None:
-    rate = USD_PER_UNIT.get(currency.lower())
+class RatesError(ValueError):
+    """A reference-rate file is unreadable or holds a bad line."""
+
+
+_MAX_RATE = Decimal(1_000_000)  # USD per unit; no currency is worth more
+
+
+def load_usd_rates(path: Path) -> dict[str, Decimal]:
+    """The built-in rates, with those of a CSV file (``currency,usd_per_unit``,
+    a header line, one currency per line) added or replacing them."""
+    import csv
+
+    rates = dict(USD_PER_UNIT)
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None or [h.strip().lower() for h in header] != [
+                "currency",
+                "usd_per_unit",
+            ]:
+                raise RatesError(f"{path}: the first line must be 'currency,usd_per_unit'")
+            for line, row in enumerate(reader, start=2):
+                if not row or not "".join(row).strip():
+                    continue
+                if len(row) != 2:
+                    raise RatesError(f"{path}:{line}: expected 'currency,usd_per_unit'")
+                code = row[0].strip().lower()
+                if code not in CURRENCY_EXPONENTS:
+                    raise RatesError(f"{path}:{line}: {row[0].strip()!r} is not a known currency")
+                try:
+                    rate = Decimal(row[1].strip())
+                except ArithmeticError:
+                    raise RatesError(f"{path}:{line}: {row[1].strip()!r} is not a number") from None
+                if not rate.is_finite() or not 0 < rate <= _MAX_RATE:
+                    raise RatesError(f"{path}:{line}: the rate must be above 0 and at most 1e6")
+                rates[code] = rate
+    except OSError as exc:
+        raise RatesError(f"{path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise RatesError(f"{path}: not a CSV text file ({exc})") from None
+    return rates
+
+
+def amount_in_usd_cents(
+    amount: int, currency: str, rates: Mapping[str, Decimal] = USD_PER_UNIT
+) -> int | None:
+    rate = rates.get(currency.lower())
     exponent = CURRENCY_EXPONENTS.get(currency.lower())
     if rate is None or exponent is None:
         return None
@@ -217,8 +266,10 @@ class FraudEngine:
         default_rules: bool = True,
         auto_block: bool = True,
         delay_days: float = 7.0,
+        usd_rates: Mapping[str, Decimal] | None = None,
     ) -> None:
         self.velocity = velocity
+        self.usd_rates: Mapping[str, Decimal] = usd_rates if usd_rates is not None else USD_PER_UNIT
         self.ipgeo = ipgeo
         self.device_tokens = device_tokens
         self.model = model
@@ -252,7 +303,7 @@ class FraudEngine:
         )  # fmt: skip
         email = normalize_email(sig.email) if sig.email else None
         email_id = hash_identifier(email, key=self._identifier_key) if email else None
-        usd_cents = amount_in_usd_cents(sig.amount, sig.currency)
+        usd_cents = amount_in_usd_cents(sig.amount, sig.currency, self.usd_rates)
         event = PaymentEvent(
             at=sig.at,
             amount_minor=sig.amount,

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from typing import IO
 
 from sqlalchemy import select
 
 from paywarden.db import Database
-from paywarden.fraud.engine import amount_in_usd_cents
+from paywarden.fraud.engine import USD_PER_UNIT, amount_in_usd_cents
 from paywarden.fraud.models import FraudLabel
 from paywarden.payments.models import Charge, PaymentMethod
 
@@ -27,7 +28,12 @@ COLUMNS = ("transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_am
 
 
 def labelled_rows(
-    db: Database, *, livemode: bool, since: int = 0, until: int | None = None
+    db: Database,
+    *,
+    livemode: bool,
+    since: int = 0,
+    until: int | None = None,
+    rates: Mapping[str, Decimal] = USD_PER_UNIT,
 ) -> Iterator[tuple[str, str, str, str, str, int]]:
     """Authorized charges in time order with their fraud label as known now."""
     with db.read() as s:
@@ -56,7 +62,7 @@ def labelled_rows(
         if until is not None:
             q = q.where(Charge.created <= until)
         for cid, created, fingerprint, account, amount, currency in s.execute(q):
-            cents = amount_in_usd_cents(amount, currency)
+            cents = amount_in_usd_cents(amount, currency, rates)
             if cents is None:
                 continue
             when = dt.datetime.fromtimestamp(created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -70,11 +76,17 @@ def labelled_rows(
             )
 
 
-def export_csv(db: Database, out: IO[str], *, livemode: bool = False) -> int:
+def export_csv(
+    db: Database,
+    out: IO[str],
+    *,
+    livemode: bool = False,
+    rates: Mapping[str, Decimal] = USD_PER_UNIT,
+) -> int:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     n = 0
-    for row in labelled_rows(db, livemode=livemode):
+    for row in labelled_rows(db, livemode=livemode, rates=rates):
         writer.writerow(row)
         n += 1
     return n

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from paywarden.acquirers.http_connector import HttpAcquirerConnector
@@ -125,12 +127,14 @@ def build_fraud_engine(
     file of its own), the offline GeoIP file, the risk model loaded at start."""
     if not settings.fraud_enabled:
         return None
-    from paywarden.fraud.engine import DEFAULT_MODEL_PATH
+    from paywarden.fraud.engine import DEFAULT_MODEL_PATH, load_usd_rates
     from paywarden.fraud.features import FeatureState
     from paywarden.fraud.model import RiskModel, RiskThresholds
     from paywarden.fraud.signals import IpGeo
     from paywarden.fraud.velocity import VelocityStore
 
+    # Checked before anything is opened: a bad file stops the start cleanly.
+    rates = load_usd_rates(settings.fraud_usd_rates_path) if settings.fraud_usd_rates_path else None
     velocity: VelocityStore
     if settings.redis_url:
         from paywarden.fraud.velocity_redis import RedisVelocityStore
@@ -149,6 +153,7 @@ def build_fraud_engine(
         thresholds=thresholds,
     )
     engine = FraudEngine(
+        usd_rates=rates,
         velocity=velocity,
         identifier_key=_derived_key(secrets, b"paywarden/fraud-identifiers/v1"),
         ipgeo=IpGeo.open(settings.fraud_geoip_path),
@@ -159,16 +164,21 @@ def build_fraud_engine(
         auto_block=settings.fraud_auto_block,
     )
     since = clock.now() - 30 * 86400
-    engine.warm_up(recent_payments(db, since=since), recent_fraud_reports(db, since=since))
+    engine.warm_up(
+        recent_payments(db, since=since, rates=engine.usd_rates),
+        recent_fraud_reports(db, since=since),
+    )
     return engine
 
 
-def recent_payments(db: Database, *, since: float) -> list[tuple[str, float, str, str, int]]:
+def recent_payments(
+    db: Database, *, since: float, rates: Mapping[str, Decimal] | None = None
+) -> list[tuple[str, float, str, str, int]]:
     """The last weeks' scored payments, oldest first, to rebuild the model's
     card and merchant habits after a restart (USD-convertible ones only)."""
     from sqlalchemy import select
 
-    from paywarden.fraud.engine import amount_in_usd_cents
+    from paywarden.fraud.engine import USD_PER_UNIT, amount_in_usd_cents
     from paywarden.payments.models import Charge, PaymentMethod
 
     out: list[tuple[str, float, str, str, int]] = []
@@ -188,7 +198,7 @@ def recent_payments(db: Database, *, since: float) -> list[tuple[str, float, str
             .limit(500_000)
         ).all()
     for pi_id, created, fingerprint, account, amount, currency in rows:
-        cents = amount_in_usd_cents(amount, currency)
+        cents = amount_in_usd_cents(amount, currency, USD_PER_UNIT if rates is None else rates)
         if cents is not None:
             out.append((pi_id, float(created), fingerprint, account, cents))
     return out
