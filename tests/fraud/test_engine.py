@@ -206,3 +206,9 @@ def test_a_bad_rates_file_is_refused_with_its_line(tmp_path: Path, text: str, me
         load_usd_rates(path)
     with pytest.raises(RatesError, match=re.escape("rates-missing.csv")):
         load_usd_rates(tmp_path / "rates-missing.csv")
+
+
+def test_every_model_feature_has_words_for_reviewers() -> None:
+    from paywarden.fraud.engine import _FEATURE_LABELS
+
+    assert set(_FEATURE_LABELS) == set(FeatureState().names)

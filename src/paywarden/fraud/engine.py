@@ -118,12 +118,31 @@ DEFAULT_RULES: tuple[tuple[str, str], ...] = (
 # Plain words for the features a reviewer sees most (names from FeatureState.names).
 _FEATURE_LABELS = {
     "amount": "the amount",
+    "hour": "the time of day",
+    "is_weekend": "a weekend payment",
+    "is_night": "a night-time payment",
+    "customer_nb_tx_30d": "the card's payments in the last 30 days",
+    "customer_nb_tx_7d": "the card's payments in the last 7 days",
+    "customer_nb_tx_1d": "the card's payments today",
+    "customer_avg_amount_30d": "the card's average amount over 30 days",
+    "customer_avg_amount_7d": "the card's average amount over 7 days",
+    "customer_avg_amount_1d": "the card's average amount today",
+    "terminal_nb_tx_30d": "the merchant's payments over 30 days (before the label delay)",
+    "terminal_nb_tx_7d": "the merchant's payments over 7 days (before the label delay)",
+    "terminal_nb_tx_1d": "the merchant's payments over a day (before the label delay)",
+    "terminal_risk_30d": "fraud at this merchant over 30 days",
+    "terminal_risk_7d": "recent fraud at this merchant",
+    "terminal_risk_1d": "fraud at this merchant in a day",
+    "customer_hist_nb_tx": "the card's history with us",
+    "customer_hist_avg_amount": "the card's usual amount",
     "amount_over_hist_avg": "the amount against the card's usual amounts",
     "amount_zscore_hist": "the amount against the card's usual amounts",
     "amount_over_prev_avg_30d": "the amount against the card's last 30 days",
-    "customer_spikes_14d": "unusually large payments on this card lately",
     "customer_known_frauds": "fraud already reported on this card",
-    "terminal_risk_7d": "recent fraud at this merchant",
+    "terminal_known_fraud_age_days": "how long ago fraud was last known at this merchant",
+    "terminal_fraud_streak": "the merchant's latest payments were all fraud",
+    "customer_spikes_14d": "unusually large payments on this card lately",
+    "terminal_fraud_run_days": "how long the merchant's run of fraud has lasted",
 }
 
 

@@ -38,7 +38,8 @@ SIGNAL_ATTRIBUTES: dict[str, type] = {
     "risk_score": int,
     "risk_level": str,
     "is_new_card_on_customer": bool,
-    "cvc_check": str,
+    # Not `cvc_check`: rules run before the authorization, and the CVC check is
+    # the issuer's answer to it, so a rule on it could never match.
 }
 
 

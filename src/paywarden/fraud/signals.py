@@ -12,9 +12,12 @@ memory, touch points, a canvas/WebGL rendering hash) and sends them to the
 gateway, which returns a signed device token (:class:`DeviceTokens`): an HMAC
 over a canonical hash of those signals and the issue time. The merchant passes
 the token on confirm. Server-side, :func:`device_fingerprint` combines the
-token's device hash with what the request itself shows — the IP network
-(/24 or /48), the user agent's browser family and OS, and the primary
-accept-language — so a token replayed from elsewhere yields another device.
+token's device hash with what the request itself shows — the user agent's
+browser family and OS and the primary accept-language — so a token replayed
+from another browser yields another device. The IP network (/24 or /48) can be
+added (``include_network``), but is not by default: a phone changes networks
+all day, and the IP address is counted as an entity of its own (BENCHMARKS.md
+has the collision and split rates of both).
 Volatile signals (exact browser version, battery, window size) are left out on
 purpose: they split one device into many.
 """
