@@ -76,6 +76,11 @@ def test_rules_are_validated_versioned_and_audited(api: Api) -> None:
         "/v1/paywarden/fraud/rules", {"rule": "Block if :no_such_thing: > 1", "reason": "x"}
     )
     assert unknown.status_code == 400
+    # Rules run before the authorization: the issuer's CVC check is not known yet.
+    cvc = api.post(
+        "/v1/paywarden/fraud/rules", {"rule": "Block if :cvc_check: = 'fail'", "reason": "x"}
+    )
+    assert cvc.status_code == 400 and "unknown attribute" in cvc.json()["error"]["message"]
     no_list = api.post(
         "/v1/paywarden/fraud/rules", {"rule": "Block if :email: in @nowhere", "reason": "x"}
     )
