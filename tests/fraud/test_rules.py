@@ -340,6 +340,7 @@ ERRORS = [
     ("Block if :a: = 1 :b:", 17, "expected 'and', 'or' or the end of the rule"),
     ("Block if 5", 10, "expected an operator or 'in' after the number 5"),
     ("Block if :a: = 1.2.3", 15, "malformed number"),
+    ("Block if :a: > 1e5", 15, "malformed number '1e5'; numbers are written in plain digits"),
     ("Block if :a: = 'x\\y'", 17, "unknown escape"),
     ("Block if is_missing :a:", 20, "expected '(' after is_missing"),
     ("Block if :a: in ()", 17, "expected a string, number or boolean"),

@@ -457,6 +457,12 @@ class _Parser:
             token.kind == "word" and token.value in ("true", "false")
         ):
             return self.parse_literal(what)
+        if token.kind == "word" and token.text[:1].isdigit():
+            raise self.error(
+                f"malformed number {_describe(token)}; numbers are written in plain digits "
+                "with an optional decimal point, like 100000 or 99.5",
+                token.start,
+            )
         if token.kind == "word" and token.value not in KEYWORDS:
             raise self.error(
                 f"unknown word {_describe(token)}; attributes are written between colons, "
