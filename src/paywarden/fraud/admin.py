@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from paywarden.core.errors import InvalidRequestError
 from paywarden.core.ids import new_id
 from paywarden.fraud.models import FraudRule, FraudRuleChange, ValueList, ValueListItem
+from paywarden.fraud.velocity import normalize_email
 from paywarden.listing import get_owned
 
 # Stripe's value list item types.
@@ -33,25 +34,52 @@ MAX_RULES = 200
 
 
 # ------------------------------------------------------------------ value lists
+# How each item type compares, like Radar: text is case-insensitive except in a
+# `case_sensitive_string` list. Both sides go through the same function: an
+# item when it is stored (`normalize_item`), a payment's value when it is
+# matched (`match_keys`).
+#
+# - string, card_bin: lowercased (`str.lower`, the form stored items have
+#   always had).
+# - card_fingerprint: lowercased. The gateway makes fingerprints in lower case
+#   (hex in `payments.methods`, base32 in the vault), so folding loses nothing
+#   and an item pasted in upper case still matches.
+# - email: `normalize_email`, exactly what the engine does to a payment's
+#   `:email:` (lowercased; for Gmail, dots and `+tag` dropped, googlemail.com
+#   is gmail.com): one mailbox, one item.
+# - ip_address: the canonical text of the address (IPv6 compressed, lower case).
+# - country: the upper-case ISO code.
+# - customer_id, case_sensitive_string: as given. Customer ids are base62, where
+#   case tells ids apart (`cus_Ab…` != `cus_ab…`), and a payment's `:customer:`
+#   is always the id exactly as the gateway made it and the API shows it.
+_AS_GIVEN = frozenset({"case_sensitive_string", "customer_id"})
+_LOWERED = frozenset({"string", "card_bin", "card_fingerprint"})
+
+
+def _canonical_ip(value: str) -> str | None:
+    if "%" in value:  # no IPv6 zones: they would never match a payment's address
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
 def normalize_item(item_type: str, value: str) -> str:
-    """A value as stored and matched: case-folded unless case-sensitive,
-    validated for the types that have a shape."""
+    """A value as stored: the form a payment's value is matched in (see
+    :func:`match_keys`), validated for the types that have a shape."""
     v = value.strip()
     if not v or len(v) > 800:
         raise InvalidRequestError("Invalid value: must be 1 to 800 characters.", param="value")
-    if item_type in ("case_sensitive_string", "card_fingerprint", "customer_id"):
-        # Fingerprints and object ids are case-sensitive (`cus_Ab…` != `cus_ab…`).
+    if item_type in _AS_GIVEN:
         return v
-    v = v.lower()
     if item_type == "ip_address":
-        try:
-            if "%" in v:  # no IPv6 zones: they would never match a payment's address
-                raise ValueError(v)
-            return str(ipaddress.ip_address(v))
-        except ValueError:
+        ip = _canonical_ip(v)
+        if ip is None:
             raise InvalidRequestError(
                 "Invalid value: not an IP address.", param="value", code="parameter_invalid"
-            ) from None
+            )
+        return ip
     if item_type == "country":
         if len(v) != 2 or not v.isalpha():
             raise InvalidRequestError(
@@ -60,9 +88,35 @@ def normalize_item(item_type: str, value: str) -> str:
         return v.upper()
     if item_type == "card_bin" and (not v.isdigit() or not 6 <= len(v) <= 8):
         raise InvalidRequestError("Invalid value: a BIN is 6 to 8 digits.", param="value")
-    if item_type == "email" and "@" not in v:
-        raise InvalidRequestError("Invalid value: not an email address.", param="value")
-    return v
+    if item_type == "email":
+        if "@" not in v:
+            raise InvalidRequestError("Invalid value: not an email address.", param="value")
+        return normalize_email(v)
+    return v.lower()
+
+
+def match_keys(item_type: str, value: str) -> tuple[str, ...]:
+    """The stored item values that a payment's ``value`` matches in a list of
+    ``item_type``: its normalized form (as :func:`normalize_item` stores it)
+    and, for card fingerprints, also the value as it is, which items stored
+    before fingerprints were lowercased hold. Empty when the value cannot be
+    an item of that type. Never raises."""
+    v = value.strip()
+    if not v or len(v) > 800:
+        return ()
+    if item_type in _AS_GIVEN:
+        return (v,)
+    if item_type in _LOWERED:
+        folded = v.lower()
+        return (folded, v) if item_type == "card_fingerprint" and folded != v else (folded,)
+    if item_type == "email":
+        return (normalize_email(v),) if "@" in v else ()
+    if item_type == "country":
+        return (v.upper(),) if len(v) == 2 and v.isalpha() else ()
+    if item_type == "ip_address":
+        ip = _canonical_ip(v) if (":" in v or v[0].isdigit()) else None
+        return (ip,) if ip is not None else ()
+    return (v,)  # an item type from the future: exact
 
 
 def create_list(
@@ -172,14 +226,35 @@ def get_item(s: Session, *, account_id: str, livemode: bool, item_id: str) -> Va
     )
 
 
+def _lookup_forms(value: str) -> tuple[str, ...]:
+    """Every form :func:`match_keys` gives ``value`` for some item type (a
+    superset, fast: list_hits runs on every payment)."""
+    v = value.strip()
+    if not v or len(v) > 800:
+        return ()
+    folded = v.lower()
+    forms = [v] if folded == v else [v, folded]
+    if "@" in v:
+        forms.append(normalize_email(v))
+    elif len(v) == 2 and v.isalpha():
+        forms.append(v.upper())
+    elif ":" in v or ("." in v and v[0].isdigit()):
+        ip = _canonical_ip(v)
+        if ip is not None:
+            forms.append(ip)
+    return tuple(forms)
+
+
 # Built once: one statement object keeps SQLAlchemy's compiled-statement cache
 # warm (building a select per payment cost more than running it). The values
 # go in a fixed number of slots, padded with NULL (which matches nothing): an
 # "expanding" IN would be re-rendered on every execution. Both run on the
-# session's connection, not through the ORM's execution layer.
-_LIST_HIT_SLOTS = 16
+# session's connection, not through the ORM's execution layer. A payment has
+# about fifteen text attributes, some with a second form to look up (see
+# `list_hits`): 32 slots answer it in one query.
+_LIST_HIT_SLOTS = 32
 _LIST_HITS = (
-    select(ValueList.alias, ValueListItem.value)
+    select(ValueList.alias, ValueList.item_type, ValueListItem.value)
     .join(ValueListItem, ValueListItem.value_list_id == ValueList.id)
     .where(
         ValueList.account_id == bindparam("account_id"),
@@ -205,19 +280,31 @@ def list_hits(
 
     What the rules engine needs for one payment: a membership test of the
     payment's own values, answered by the (list, value) index, whatever the
-    size of the lists (up to 100,000 items each)."""
+    size of the lists (up to 100,000 items each). A value is in a list when
+    one of its :func:`match_keys` for the list's item type is an item, so
+    ``cus_GLJjilAbc`` is in a ``string`` list holding ``cus_gljjilabc`` and
+    ``johndoe@gmail.com`` in an ``email`` list holding ``John.Doe+x@gmail.com``.
+    The sets hold the payment's values as given, which is what the rules
+    compare. The item types of the lists are known only from the rows, so
+    every form a value could be stored in is looked up at once."""
     out: dict[str, set[str]] = {}
     if not values:
         return out
-    conn, wanted = s.connection(), sorted(set(values))
+    forms: dict[str, set[str]] = {}  # a stored form -> the values that have it
+    for value in set(values):
+        for key in _lookup_forms(value):
+            forms.setdefault(key, set()).add(value)
+    conn, wanted = s.connection(), sorted(forms)
     for start in range(0, len(wanted), _LIST_HIT_SLOTS):
         chunk = wanted[start : start + _LIST_HIT_SLOTS]
         params: dict[str, Any] = {"account_id": account_id, "livemode": livemode}
         params.update(
             {f"v{i}": chunk[i] if i < len(chunk) else None for i in range(_LIST_HIT_SLOTS)}
         )
-        for alias, value in conn.execute(_LIST_HITS, params):
-            out.setdefault(alias, set()).add(value)
+        for alias, item_type, stored in conn.execute(_LIST_HITS, params):
+            hits = [v for v in forms.get(stored, ()) if stored in match_keys(item_type, v)]
+            if hits:
+                out.setdefault(alias, set()).update(hits)
     return out
 
 
