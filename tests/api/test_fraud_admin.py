@@ -150,3 +150,22 @@ def test_device_sessions_sign_stable_signals(api: Api, merchant: Merchant) -> No
     ):
         r = api.client.post("/v1/paywarden/device_sessions", json={"signals": bad}, headers=headers)
         assert r.status_code == 400, r.text
+
+
+def test_a_list_a_rule_uses_cannot_be_deleted(api: Api) -> None:
+    vl = api.post("/v1/radar/value_lists", {"alias": "risky_bins", "name": "Risky"}).json()
+    other = api.post("/v1/radar/value_lists", {"alias": "risky", "name": "Prefix"}).json()
+    rule = api.post(
+        "/v1/paywarden/fraud/rules",
+        {"rule": "Review if :card_bin: in @risky_bins and :email: != '@risky'", "reason": "x"},
+    ).json()["id"]
+    refused = api.delete(f"/v1/radar/value_lists/{vl['id']}")
+    assert refused.status_code == 400, refused.text
+    err = refused.json()["error"]
+    assert err["code"] == "resource_in_use" and rule in err["message"]
+    assert api.get(f"/v1/radar/value_lists/{vl['id']}").status_code == 200
+    # A string that only looks like a list reference holds nothing back.
+    assert api.delete(f"/v1/radar/value_lists/{other['id']}").json()["deleted"] is True
+    # Once the rule is disabled, the list can go.
+    assert api.delete(f"/v1/paywarden/fraud/rules/{rule}").status_code == 200
+    assert api.delete(f"/v1/radar/value_lists/{vl['id']}").json()["deleted"] is True

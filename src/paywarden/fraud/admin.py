@@ -181,6 +181,31 @@ def get_list(
 
 
 def delete_list(s: Session, vl: ValueList) -> None:
+    """Delete a list and its items; refused while an enabled rule (active or
+    shadow) names it, as Radar refuses: the rule would silently stop matching."""
+    from paywarden.fraud.rules import parse_rule
+    from paywarden.fraud.rules_ast import list_names
+    from paywarden.fraud.rules_parser import RuleSyntaxError
+
+    users = []
+    for rule_id, _action, source, _shadow in active_rules(
+        s, account_id=vl.account_id, livemode=vl.livemode
+    ):
+        if f"@{vl.alias}" not in source:
+            continue  # cheap filter before parsing
+        try:
+            names = list_names(parse_rule(source.strip()).expr)
+        except RuleSyntaxError:
+            names = frozenset({vl.alias})  # unreadable: keep the list, to be safe
+        if vl.alias in names:
+            users.append(rule_id)
+    if users:
+        raise InvalidRequestError(
+            f"The value list @{vl.alias} is used by rule(s) {', '.join(users)}; edit or "
+            "disable them before deleting it.",
+            param="id",
+            code="resource_in_use",
+        )
     s.execute(delete(ValueListItem).where(ValueListItem.value_list_id == vl.id))
     s.delete(vl)
 

@@ -126,6 +126,17 @@ class Or:
 Expr: TypeAlias = Compare | InList | InSet | IsMissing | Truthy | Not | And | Or
 
 
+def list_names(expr: Expr) -> frozenset[str]:
+    """The managed lists (``@name``) a condition refers to."""
+    if isinstance(expr, InList):
+        return frozenset({expr.list_name})
+    if isinstance(expr, Not):
+        return list_names(expr.operand)
+    if isinstance(expr, And | Or):
+        return frozenset().union(*(list_names(e) for e in expr.operands))
+    return frozenset()
+
+
 def lit_kind(lit: Lit) -> str:
     """The kind of a literal: ``"string"``, ``"number"`` or ``"boolean"``."""
     if isinstance(lit, StrLit):
