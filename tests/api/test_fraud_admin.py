@@ -27,6 +27,17 @@ def test_value_lists_and_items(api: Api) -> None:
     assert [i["value"] for i in listed["data"]] == ["1.2.3.4"]
     found = api.get("/v1/radar/value_lists", {"contains": "1.2.3.4"}).json()
     assert [x["id"] for x in found["data"]] == [vl["id"]]
+    emails = api.post(
+        "/v1/radar/value_lists", {"alias": "bad_mail", "name": "Mail", "item_type": "email"}
+    ).json()
+    api.post("/v1/radar/value_list_items", {"value_list": emails["id"], "value": "J.Doe@Gmail.com"})
+    # Filters find an item in any form that matches it, as a rule would.
+    found = api.get("/v1/radar/value_lists", {"contains": "jdoe+shop@gmail.com"}).json()
+    assert [x["id"] for x in found["data"]] == [emails["id"]]
+    by_value = api.get(
+        "/v1/radar/value_list_items", {"value_list": emails["id"], "value": "J.DOE@gmail.com"}
+    ).json()
+    assert [i["value"] for i in by_value["data"]] == ["jdoe@gmail.com"]
     assert api.get(f"/v1/radar/value_lists/{vl['id']}").json()["list_items"]["data"]
     upd = api.post(f"/v1/radar/value_lists/{vl['id']}", {"name": "IPs we block"})
     assert upd.json()["name"] == "IPs we block"

@@ -102,7 +102,7 @@ _TEXT = st.one_of(
 @settings(max_examples=400, derandomize=True, deadline=None)
 @given(_TEXT)
 def test_the_lookup_covers_every_type_and_every_stored_form(value: str) -> None:
-    forms = set(admin._lookup_forms(value))
+    forms = set(admin.lookup_forms(value))
     for item_type in admin.ITEM_TYPES:
         keys = admin.match_keys(item_type, value)
         assert set(keys) <= forms, item_type

@@ -251,7 +251,7 @@ def get_item(s: Session, *, account_id: str, livemode: bool, item_id: str) -> Va
     )
 
 
-def _lookup_forms(value: str) -> tuple[str, ...]:
+def lookup_forms(value: str) -> tuple[str, ...]:
     """Every form :func:`match_keys` gives ``value`` for some item type (a
     superset, fast: list_hits runs on every payment)."""
     v = value.strip()
@@ -317,7 +317,7 @@ def list_hits(
         return out
     forms: dict[str, set[str]] = {}  # a stored form -> the values that have it
     for value in set(values):
-        for key in _lookup_forms(value):
+        for key in lookup_forms(value):
             forms.setdefault(key, set()).add(value)
     conn, wanted = s.connection(), sorted(forms)
     for start in range(0, len(wanted), _LIST_HIT_SLOTS):

@@ -154,7 +154,8 @@ def list_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
                 select(ValueListItem.value_list_id).where(
                     ValueListItem.account_id == call.account_id,
                     ValueListItem.livemode == call.livemode,
-                    ValueListItem.value == v["contains"].strip().lower(),
+                    # Every form a value can be stored in, whatever the list's type.
+                    ValueListItem.value.in_(admin.lookup_forms(v["contains"])),
                 )
             )
         )
@@ -212,7 +213,8 @@ def item_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
         )
         filters: list[Any] = [ValueListItem.value_list_id == vl.id]
         if v.get("value"):
-            filters.append(ValueListItem.value == v["value"].strip().lower())
+            # The forms the list's items are stored and matched in.
+            filters.append(ValueListItem.value.in_(admin.match_keys(vl.item_type, v["value"])))
         return list_response(
             s,
             ValueListItem,
