@@ -110,16 +110,20 @@ def test_a_shadow_rule_changes_nothing_but_is_reported(api: Api) -> None:
     assert [s["id"] for s in out["paywarden_risk"]["shadow_rules"]] == [shadow]
 
 
-def test_a_request_3ds_rule_steps_up_then_the_payment_continues(api: Api) -> None:
-    rule = _rule(api, "Request 3DS if :amount: = 7777")
-    r = _pay(api, amount=7777, return_url="https://merchant.example/return")
+def _pay_through_3ds(api: Api, amount: int) -> dict[str, Any]:
+    """Confirm, expect the step-up, authenticate; the intent as it ends up."""
+    r = _pay(api, amount=amount, return_url="https://merchant.example/return")
     assert r.status_code == 200, r.text
     pi = r.json()
     assert pi["status"] == "requires_action", pi
     done = _complete_3ds(pi["next_action"]["redirect_to_url"]["url"], "authenticated")
-    back = api.client.get(done.headers["location"], follow_redirects=False)
-    assert back.status_code == 303
-    final = api.get(f"/v1/payment_intents/{pi['id']}").json()
+    assert api.client.get(done.headers["location"], follow_redirects=False).status_code == 303
+    return dict(api.get(f"/v1/payment_intents/{pi['id']}").json())
+
+
+def test_a_request_3ds_rule_steps_up_then_the_payment_continues(api: Api) -> None:
+    rule = _rule(api, "Request 3DS if :amount: = 7777")
+    final = _pay_through_3ds(api, 7777)
     assert final["status"] == "succeeded"
     assert _charge(api, final["latest_charge"])["outcome"]["rule"] == rule
 
@@ -143,13 +147,7 @@ def test_a_request_3ds_rule_does_not_lift_a_block(api: Api) -> None:
 def test_a_review_rule_holds_a_payment_after_3ds(api: Api) -> None:
     three_ds = _rule(api, "Request 3DS if :amount: = 6666")
     review = _rule(api, "Review if :amount: > 6000")
-    r = _pay(api, amount=6666, return_url="https://merchant.example/return")
-    assert r.status_code == 200, r.text
-    pi = r.json()
-    assert pi["status"] == "requires_action", pi
-    done = _complete_3ds(pi["next_action"]["redirect_to_url"]["url"], "authenticated")
-    assert api.client.get(done.headers["location"], follow_redirects=False).status_code == 303
-    final = api.get(f"/v1/payment_intents/{pi['id']}").json()
+    final = _pay_through_3ds(api, 6666)
     assert final["status"] == "requires_capture" and final["amount_received"] == 0
     charge = _charge(api, final["latest_charge"])
     assert charge["captured"] is False and charge["outcome"]["type"] == "manual_review"
@@ -158,7 +156,7 @@ def test_a_review_rule_holds_a_payment_after_3ds(api: Api) -> None:
     assert final["review"] == charge["review"]
     approved = api.post(f"/v1/reviews/{charge['review']}/approve")
     assert approved.status_code == 200, approved.text
-    assert api.get(f"/v1/payment_intents/{pi['id']}").json()["status"] == "succeeded"
+    assert api.get(f"/v1/payment_intents/{final['id']}").json()["status"] == "succeeded"
 
 
 def test_review_holds_funds_until_approved(api: Api) -> None:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,18 +25,8 @@ from paywarden.fraud.engine import (
 from paywarden.fraud.features import FeatureState, Tx
 from paywarden.fraud.model import RiskModel
 from paywarden.fraud.velocity import MemoryVelocityStore
-from paywarden.migrations import upgrade
 
 T0 = 1_790_000_000.0
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    url = f"sqlite:///{tmp_path / 'gw.db'}"
-    upgrade(url)
-    d = Database(url)
-    yield d
-    d.dispose()
 
 
 @pytest.fixture
@@ -85,22 +76,27 @@ def test_a_compromised_card_is_caught_and_new_cards_pass(engine: FraudEngine, db
     assert _assess(engine, db, 9, "card7", 5_000) == ("allow", "normal")
 
 
-def test_euro_amounts_are_scored_in_dollars(engine: FraudEngine, db: Database) -> None:
+def _pay_in(e: FraudEngine, db: Database, currency: str, amount: int, **extra: Any) -> Decision:
+    """One card9 payment in ``currency``, after the engine's warm-up history."""
     with db.write() as s:
-        d = engine.assess(
+        return e.assess(
             s,
             PaymentSignals(
                 account_id="acct_1",
                 livemode=False,
-                payment_intent_id="pi_eur",
-                attempt_key="pi_eur:0",
+                payment_intent_id=f"pi_{currency}",
+                attempt_key=f"pi_{currency}:0",
                 at=T0 + 3000 * 300.0,
-                amount=5_000,
-                currency="eur",
+                amount=amount,
+                currency=currency,
                 card_fingerprint="card9",
-                ip_address="81.2.69.160",  # a GeoLite2 test address in GB
+                **extra,
             ),
         )
+
+
+def test_euro_amounts_are_scored_in_dollars(engine: FraudEngine, db: Database) -> None:
+    d = _pay_in(engine, db, "eur", 5_000, ip_address="81.2.69.160")  # a GeoLite2 address in GB
     assert d.action == "allow" and d.risk_score is not None
 
 
@@ -145,30 +141,13 @@ def test_reported_fraud_survives_a_restart_through_warm_up() -> None:
     assert known_frauds([("pi_unknown", T0 + 100 * 300.0)]) == 0
 
 
-def _thb(e: FraudEngine, db: Database) -> Decision:
-    with db.write() as s:
-        return e.assess(
-            s,
-            PaymentSignals(
-                account_id="acct_1",
-                livemode=False,
-                payment_intent_id="pi_thb",
-                attempt_key="pi_thb:0",
-                at=T0 + 3000 * 300.0,
-                amount=150_000,  # 1,500.00 baht
-                currency="thb",
-                card_fingerprint="card9",
-            ),
-        )
-
-
 def test_a_currency_without_a_rate_is_not_scored_until_one_is_configured(
     db: Database, tmp_path: Path
 ) -> None:
     model = RiskModel.load(DEFAULT_MODEL_PATH, expected_features=FeatureState().names)
     plain = FraudEngine(velocity=MemoryVelocityStore(), identifier_key=b"k" * 32, model=model)
     try:
-        d = _thb(plain, db)
+        d = _pay_in(plain, db, "thb", 150_000)
         assert (d.risk_score, d.risk_level) == (None, "not_assessed")
     finally:
         plain.close()
@@ -182,7 +161,7 @@ def test_a_currency_without_a_rate_is_not_scored_until_one_is_configured(
         velocity=MemoryVelocityStore(), identifier_key=b"k" * 32, model=model, usd_rates=loaded
     )
     try:
-        assert _thb(e, db).risk_score is not None
+        assert _pay_in(e, db, "thb", 150_000).risk_score is not None
     finally:
         e.close()
 

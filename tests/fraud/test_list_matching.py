@@ -4,8 +4,6 @@ one query per payment."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,16 +16,6 @@ from paywarden.db import Database
 from paywarden.fraud import admin
 from paywarden.fraud.models import ValueListItem
 from paywarden.fraud.velocity import normalize_email
-from paywarden.migrations import upgrade
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    url = f"sqlite:///{tmp_path / 'gw.db'}"
-    upgrade(url)
-    d = Database(url)
-    yield d
-    d.dispose()
 
 
 def _make_list(db: Database, alias: str, item_type: str, *values: str) -> str:
