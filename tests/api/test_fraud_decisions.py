@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from paywarden.fraud.engine import RatesError
+from paywarden.fraud.features import Tx
 from paywarden.gateway.container import Gateway, build_gateway, recent_fraud_reports
 from tests.api.test_payment_flows import _complete_3ds
 from tests.conftest import Api, Merchant, make_merchant
@@ -373,3 +374,34 @@ def test_configured_reference_rates_reach_the_engine(gateway: Gateway, tmp_path:
     rates.write_text("currency,usd_per_unit\nthb,zero\n", encoding="utf-8")
     with pytest.raises(RatesError, match=r"rates\.csv:2"):
         build_gateway(settings, gateway.secrets)
+
+
+def test_a_report_taken_by_one_worker_reaches_the_others(api: Api, gateway: Gateway) -> None:
+    """Each worker keeps its own model state; reports reach every worker."""
+    pm = _card_pm(api, _cards(1, seed=12)[0])
+    pi = _pay(api, payment_method=pm).json()
+    fingerprint = api.get(f"/v1/payment_methods/{pm}").json()["card"]["fingerprint"]
+    other = build_gateway(gateway.settings, gateway.secrets)  # a second worker, started now
+    try:
+        engine = other.payments.fraud
+        assert engine is not None and engine._features is not None
+        r = api.post(
+            "/v1/paywarden/fraud/reports", {"charge": pi["latest_charge"], "label": "dispute"}
+        )
+        assert r.status_code == 200, r.text
+        later = time.monotonic() + 3600
+        with other.db.read() as s:
+            assert engine.sync_labels(s, now=later) == 1
+            assert engine.sync_labels(s, now=later + 10) == 0  # each report once
+        # The report reaches the card's history as reported fraud.
+        known = engine._features.names.index("customer_known_frauds")
+        tx = Tx(tx_id="pi_later", ts=time.time() + 60, customer=fingerprint,
+                terminal=pi["id"], amount=10.0)  # fmt: skip
+        assert engine._features.features(tx)[known] == 1
+        # The worker that took the report does not count it twice.
+        own = gateway.payments.fraud
+        assert own is not None
+        with gateway.db.read() as s:
+            assert own.sync_labels(s, now=later) == 0
+    finally:
+        other.close()

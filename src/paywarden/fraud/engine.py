@@ -24,7 +24,9 @@ charge's ``outcome``. The outcome of the acquirer call is fed back with
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -144,6 +146,12 @@ _FEATURE_LABELS = {
     "customer_spikes_14d": "unusually large payments on this card lately",
     "terminal_fraud_run_days": "how long the merchant's run of fraud has lasted",
 }
+
+
+LABEL_SYNC_SECONDS = 2.0
+"""How often a worker looks for reports other workers recorded."""
+_LABEL_SYNC_OVERLAP = 120.0  # seconds each look reaches back before the last report seen
+_MAX_LABELLED = 200_000
 
 
 def velocity_scope(account_id: str, *, livemode: bool) -> str:
@@ -302,6 +310,11 @@ class FraudEngine:
         self._features = FeatureState(delay_days=delay_days) if model is not None else None
         self._x = np.zeros(self._features.n_features if self._features else 0)
         self._lock = threading.Lock()
+        # Payments known to be fraud (dict: insertion order bounds it), and how
+        # far this worker has read the reports table (see `sync_labels`).
+        self._labelled: dict[str, None] = {}
+        self._labels_since = 0.0
+        self._labels_synced_at = -math.inf
 
     def close(self) -> None:
         self.velocity.close()
@@ -337,6 +350,7 @@ class FraudEngine:
         )
         counters = self.velocity.record_and_snapshot(event, attempt_id=sig.attempt_key)
 
+        self.sync_labels(s, now=time.monotonic())
         score, level, reasons = self._score(sig, usd_cents)
         attributes: dict[str, Any] = dict(counters)
         attributes.update(
@@ -479,22 +493,71 @@ class FraudEngine:
 
     def add_label(self, payment_intent_id: str, *, fraudulent: bool, known_at: float) -> None:
         """A reported label reaches the model's entity features once its delay
-        has passed (see :class:`FeatureState`)."""
+        has passed (see :class:`FeatureState`). A payment counts as fraud once,
+        however many reports (fraud, then a dispute) it gets."""
         if self._features is None:
             return
         with self._lock:
+            if fraudulent and not self._note_label(payment_intent_id):
+                return
             self._features.add_label(payment_intent_id, fraudulent, known_at)
+
+    def _note_label(self, payment_intent_id: str) -> bool:
+        """Under the lock: remember a fraud label; False if it was known already."""
+        if payment_intent_id in self._labelled:
+            return False
+        self._labelled[payment_intent_id] = None
+        if len(self._labelled) > _MAX_LABELLED:
+            del self._labelled[next(iter(self._labelled))]
+        return True
+
+    def sync_labels(self, s: Session, *, now: float) -> int:
+        """Take in the fraud and dispute reports other workers recorded.
+
+        Each worker keeps its own model state, and a report reaches the engine
+        of the worker that took it. Every other worker reads the reports made
+        since its last look, at most every few seconds, within the confirm's
+        own transaction. The look overlaps the previous one, so a report
+        committed late is still seen, and one already known is skipped.
+        Returns how many were new.
+        """
+        if self._features is None or now - self._labels_synced_at < LABEL_SYNC_SECONDS:
+            return 0
+        self._labels_synced_at = now
+        from paywarden.fraud.models import FraudLabel
+
+        rows = s.execute(
+            select(FraudLabel.payment_intent_id, FraudLabel.created)
+            .where(
+                FraudLabel.created >= self._labels_since - _LABEL_SYNC_OVERLAP,
+                FraudLabel.label.in_(("fraudulent", "dispute")),
+            )
+            .order_by(FraudLabel.created)
+        ).all()
+        new = 0
+        with self._lock:
+            for pi_id, created in rows:
+                self._labels_since = max(self._labels_since, float(created))
+                if self._note_label(pi_id):
+                    self._features.add_label(pi_id, True, float(created))
+                    new += 1
+        return new
 
     def warm_up(
         self,
         history: Collection[tuple[str, float, str, str, int]],
         labels: Collection[tuple[str, float]] = (),
+        *,
+        as_of: float | None = None,
     ) -> int:
         """Replay recent payments ``(pi_id, at, card, account, usd_cents)`` in
         time order, then the fraud reports on them ``(pi_id, known_at)``, so card
-        and merchant habits and reported fraud survive a restart."""
+        and merchant habits and reported fraud survive a restart. ``as_of`` is
+        when those were read: :meth:`sync_labels` takes in later reports."""
         if self._features is None:
             return 0
+        if as_of is not None:
+            self._labels_since = as_of
         with self._lock:
             for pi_id, at, card, account, cents in history:
                 self._features.update(
@@ -504,7 +567,8 @@ class FraudEngine:
             # when it was reported live, so replaying labels after the payments
             # gives the same state as interleaving them.
             for pi_id, known_at in labels:
-                self._features.add_label(pi_id, True, known_at)
+                if self._note_label(pi_id):
+                    self._features.add_label(pi_id, True, known_at)
         return len(history)
 
 

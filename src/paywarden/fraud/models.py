@@ -93,6 +93,8 @@ class FraudLabel(ListableMixin, Base):
     """
 
     __tablename__ = "fraud_labels"
+    # Every gateway worker reads the reports made since its last look (by time).
+    __table_args__ = (Index("ix_fraud_labels_created", "created"),)
     charge_id: Mapped[str] = mapped_column(String(40), index=True)
     payment_intent_id: Mapped[str] = mapped_column(String(40))
     label: Mapped[str] = mapped_column(String(16))  # fraudulent | safe | dispute

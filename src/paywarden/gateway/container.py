@@ -163,10 +163,12 @@ def build_fraud_engine(
         default_rules=settings.fraud_default_rules,
         auto_block=settings.fraud_auto_block,
     )
-    since = clock.now() - 30 * 86400
+    now = clock.now()
+    since = now - 30 * 86400
     engine.warm_up(
         recent_payments(db, since=since, rates=engine.usd_rates),
         recent_fraud_reports(db, since=since),
+        as_of=float(now),
     )
     return engine
 

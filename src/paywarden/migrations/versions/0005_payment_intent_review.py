@@ -1,4 +1,4 @@
-"""payment intent review, charge fraud details
+"""payment intent review, charge fraud details, fraud labels by time
 
 Revision ID: 0005
 Revises: 0004
@@ -19,9 +19,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('review_id', sa.String(length=40), nullable=True))
     with op.batch_alter_table('charges', schema=None) as batch_op:
         batch_op.add_column(sa.Column('fraud_user_report', sa.String(length=16), nullable=True))
+    with op.batch_alter_table('fraud_labels', schema=None) as batch_op:
+        batch_op.create_index('ix_fraud_labels_created', ['created'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('fraud_labels', schema=None) as batch_op:
+        batch_op.drop_index('ix_fraud_labels_created')
     with op.batch_alter_table('charges', schema=None) as batch_op:
         batch_op.drop_column('fraud_user_report')
     with op.batch_alter_table('payment_intents', schema=None) as batch_op:
