@@ -34,6 +34,14 @@ def test_value_lists_and_items(api: Api) -> None:
     # Filters find an item in any form that matches it, as a rule would.
     found = api.get("/v1/radar/value_lists", {"contains": "jdoe+shop@gmail.com"}).json()
     assert [x["id"] for x in found["data"]] == [emails["id"]]
+    exact = api.post(
+        "/v1/radar/value_lists",
+        {"alias": "exact", "name": "Exact", "item_type": "case_sensitive_string"},
+    ).json()
+    api.post("/v1/radar/value_list_items", {"value_list": exact["id"], "value": "abc"})
+    assert api.get("/v1/radar/value_lists", {"contains": "ABC"}).json()["data"] == []
+    found = api.get("/v1/radar/value_lists", {"contains": "abc"}).json()
+    assert [x["id"] for x in found["data"]] == [exact["id"]]
     by_value = api.get(
         "/v1/radar/value_list_items", {"value_list": emails["id"], "value": "J.DOE@gmail.com"}
     ).json()
@@ -180,3 +188,7 @@ def test_a_list_a_rule_uses_cannot_be_deleted(api: Api) -> None:
     # Once the rule is disabled, the list can go.
     assert api.delete(f"/v1/paywarden/fraud/rules/{rule}").status_code == 200
     assert api.delete(f"/v1/radar/value_lists/{vl['id']}").json()["deleted"] is True
+    # ...and the rule cannot come back naming a list that is gone.
+    back = api.post(f"/v1/paywarden/fraud/rules/{rule}", {"enabled": True, "reason": "again"})
+    assert back.status_code == 400 and back.json()["error"]["code"] == "rule_syntax_error"
+    assert api.get(f"/v1/paywarden/fraud/rules/{rule}").json()["enabled"] is False

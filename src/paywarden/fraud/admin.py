@@ -9,7 +9,7 @@ import ipaddress
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import Select, and_, bindparam, delete, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from paywarden.core.errors import InvalidRequestError
@@ -248,6 +248,25 @@ def get_item(s: Session, *, account_id: str, livemode: bool, item_id: str) -> Va
         account_id=account_id,
         livemode=livemode,
         kind="radar.value_list_item",
+    )
+
+
+def lists_containing(value: str, *, account_id: str, livemode: bool) -> Select[Any]:
+    """The ids of a tenant's lists holding ``value``, each compared the way its
+    item type matches (:func:`match_keys`); for the ``contains`` filter."""
+    per_type = [
+        and_(ValueList.item_type == t, ValueListItem.value.in_(keys))
+        for t in ITEM_TYPES
+        if (keys := match_keys(t, value))
+    ]
+    return (
+        select(ValueListItem.value_list_id)
+        .join(ValueList, ValueList.id == ValueListItem.value_list_id)
+        .where(
+            ValueListItem.account_id == account_id,
+            ValueListItem.livemode == livemode,
+            or_(false(), *per_type),
+        )
     )
 
 

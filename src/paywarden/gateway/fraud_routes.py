@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from paywarden.core.errors import InvalidRequestError
 from paywarden.core.ids import new_id
 from paywarden.fraud import admin, reviews
@@ -151,11 +149,8 @@ def list_list(gw: Gateway, call: Call, v: dict[str, Any]) -> dict[str, Any]:
     if v.get("contains"):
         filters.append(
             ValueList.id.in_(
-                select(ValueListItem.value_list_id).where(
-                    ValueListItem.account_id == call.account_id,
-                    ValueListItem.livemode == call.livemode,
-                    # Every form a value can be stored in, whatever the list's type.
-                    ValueListItem.value.in_(admin.lookup_forms(v["contains"])),
+                admin.lists_containing(
+                    v["contains"], account_id=call.account_id, livemode=call.livemode
                 )
             )
         )
@@ -283,6 +278,11 @@ def rule_update(gw: Gateway, call: Call, v: dict[str, Any], id: str) -> dict[str
         if v.get("enabled") is not None and v["enabled"] != rule.enabled:
             rule.enabled = v["enabled"]
             changed = True
+        if changed and rule.enabled:
+            # Checked again on every change that leaves it enabled: a list it
+            # names may have been deleted while it was disabled.
+            lists = admin.known_list_aliases(s, account_id=call.account_id, livemode=call.livemode)
+            check_rule(rule.source, known_lists=lists)
         if changed:
             rule.version += 1
             rule.updated = now
