@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from paywarden.fraud.engine import RatesError
+from paywarden.fraud.engine import RatesError, model_key
 from paywarden.fraud.features import Tx
 from paywarden.gateway.container import Gateway, build_gateway, recent_fraud_reports
 from tests.api.test_payment_flows import _complete_3ds
@@ -395,7 +395,7 @@ def test_a_report_taken_by_one_worker_reaches_the_others(api: Api, gateway: Gate
             assert engine.sync_labels(s, now=later + 10) == 0  # each report once
         # The report reaches the card's history as reported fraud.
         known = engine._features.names.index("customer_known_frauds")
-        tx = Tx(tx_id="pi_later", ts=time.time() + 60, customer=fingerprint,
+        tx = Tx(tx_id="pi_later", ts=time.time() + 60, customer=model_key(fingerprint, False),
                 terminal=pi["id"], amount=10.0)  # fmt: skip
         assert engine._features.features(tx)[known] == 1
         # The worker that took the report does not count it twice.

@@ -21,6 +21,7 @@ from paywarden.fraud.engine import (
     RatesError,
     amount_in_usd_cents,
     load_usd_rates,
+    model_key,
 )
 from paywarden.fraud.features import FeatureState, Tx
 from paywarden.fraud.model import RiskModel
@@ -36,7 +37,13 @@ def engine() -> Iterator[FraudEngine]:
     # Ten days of a merchant's ordinary traffic: 300 cards, $20-80 each.
     rng = random.Random(5)
     history = [
-        (f"pi_{i}", T0 + i * 300.0, f"card{i % 300}", "acct_1", rng.randint(2000, 8000))
+        (
+            f"pi_{i}",
+            T0 + i * 300.0,
+            model_key(f"card{i % 300}", False),
+            model_key("acct_1", False),
+            rng.randint(2000, 8000),
+        )
         for i in range(3000)
     ]
     e.warm_up(history)
@@ -191,3 +198,32 @@ def test_every_model_feature_has_words_for_reviewers() -> None:
     from paywarden.fraud.engine import _FEATURE_LABELS
 
     assert set(_FEATURE_LABELS) == set(FeatureState().names)
+
+
+def test_test_mode_never_shapes_live_scores(engine: FraudEngine, db: Database) -> None:
+    """The model's card and merchant history is kept per mode."""
+    assert engine._features is not None
+    names = engine._features.names
+    for n, live in enumerate((False, False, True)):
+        with db.write() as s:
+            engine.assess(
+                s,
+                PaymentSignals(
+                    account_id="acct_1",
+                    livemode=live,
+                    payment_intent_id=f"pi_mode{n}",
+                    attempt_key=f"pi_mode{n}:0",
+                    at=T0 + 3000 * 300.0 + n,
+                    amount=5_000,
+                    currency="usd",
+                    card_fingerprint="card_modes",
+                ),
+            )
+    later = T0 + 3000 * 300.0 + 10
+    test_tx = Tx(tx_id="t", ts=later, customer=model_key("card_modes", False),
+                 terminal=model_key("acct_1", False), amount=50)  # fmt: skip
+    live_tx = Tx(tx_id="l", ts=later, customer=model_key("card_modes", True),
+                 terminal=model_key("acct_1", True), amount=50)  # fmt: skip
+    seen = names.index("customer_hist_nb_tx")
+    assert engine._features.features(test_tx)[seen] == 2
+    assert engine._features.features(live_tx)[seen] == 1

@@ -395,12 +395,15 @@ def _rules_report(
 
     texts = list(rules) if rules else [src for _, src in DEFAULT_RULES]
     parsed = [parse_rule(text, attribute_types=attribute_types()) for text in texts]
-    # Only the card's and customer's counters can count anything here: feeding
-    # the store for the others (the built-in IP and device rules) would be wasted.
+    # Only the card's and customer's charge and amount counters can count
+    # anything here (the data has no IP, device, email, decline or block):
+    # feeding the store for the others (the built-in rules) would be wasted.
     counters = [
         n
         for n in counter_names()
-        if ("_card_number_" in n or "_customer_" in n) and any(f":{n}:" in r.source for r in parsed)
+        if ("_card_number_" in n or "_customer_" in n)
+        and not n.startswith(("declined_", "blocked_"))
+        and any(f":{n}:" in r.source for r in parsed)
     ]
     hits = np.zeros((len(parsed), len(labels)), dtype=bool)
     if not len(labels):

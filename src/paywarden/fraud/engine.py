@@ -154,6 +154,12 @@ _LABEL_SYNC_OVERLAP = 120.0  # seconds each look reaches back before the last re
 _MAX_LABELLED = 200_000
 
 
+def model_key(entity: str, livemode: bool) -> str:
+    """A card or merchant as the model's state knows it: test-mode payments and
+    reports never shape live-mode scores."""
+    return f"{entity}/{'live' if livemode else 'test'}"
+
+
 def velocity_scope(account_id: str, *, livemode: bool) -> str:
     """The velocity counters' tenant scope: one account in one mode."""
     return f"{account_id}/{'live' if livemode else 'test'}/"
@@ -313,7 +319,7 @@ class FraudEngine:
         # Payments known to be fraud (dict: insertion order bounds it), and how
         # far this worker has read the reports table (see `sync_labels`).
         self._labelled: dict[str, None] = {}
-        self._labels_since = 0.0
+        self._labels_since = time.time()  # until warm_up says when it read the reports
         self._labels_synced_at = -math.inf
 
     def close(self) -> None:
@@ -442,8 +448,8 @@ class FraudEngine:
         tx = Tx(
             tx_id=sig.payment_intent_id,
             ts=sig.at,
-            customer=sig.card_fingerprint or sig.payment_intent_id,
-            terminal=sig.account_id,
+            customer=model_key(sig.card_fingerprint or sig.payment_intent_id, sig.livemode),
+            terminal=model_key(sig.account_id, sig.livemode),
             amount=usd_cents / 100,
         )
         with self._lock:
@@ -519,7 +525,8 @@ class FraudEngine:
         since its last look, at most every few seconds, within the confirm's
         own transaction. The look overlaps the previous one, so a report
         committed late is still seen, and one already known is skipped.
-        Returns how many were new.
+        Returns how many reached this worker's state (a report on a payment
+        another worker scored after this one started has no history here).
         """
         if self._features is None or now - self._labels_synced_at < LABEL_SYNC_SECONDS:
             return 0
@@ -529,7 +536,9 @@ class FraudEngine:
         rows = s.execute(
             select(FraudLabel.payment_intent_id, FraudLabel.created)
             .where(
-                FraudLabel.created >= self._labels_since - _LABEL_SYNC_OVERLAP,
+                # An integer: compared with a float, PostgreSQL casts the column
+                # and cannot use its index.
+                FraudLabel.created >= int(self._labels_since - _LABEL_SYNC_OVERLAP),
                 FraudLabel.label.in_(("fraudulent", "dispute")),
             )
             .order_by(FraudLabel.created)
@@ -538,8 +547,11 @@ class FraudEngine:
         with self._lock:
             for pi_id, created in rows:
                 self._labels_since = max(self._labels_since, float(created))
-                if self._note_label(pi_id):
-                    self._features.add_label(pi_id, True, float(created))
+                # Only a payment this worker scored (or replayed at start) has
+                # history here for the report to mark.
+                if self._note_label(pi_id) and self._features.add_label(
+                    pi_id, True, float(created)
+                ):
                     new += 1
         return new
 
@@ -550,7 +562,8 @@ class FraudEngine:
         *,
         as_of: float | None = None,
     ) -> int:
-        """Replay recent payments ``(pi_id, at, card, account, usd_cents)`` in
+        """Replay recent payments ``(pi_id, at, card, account, usd_cents)`` (card
+        and account as :func:`model_key` makes them) in
         time order, then the fraud reports on them ``(pi_id, known_at)``, so card
         and merchant habits and reported fraud survive a restart. ``as_of`` is
         when those were read: :meth:`sync_labels` takes in later reports."""

@@ -177,10 +177,12 @@ def recent_payments(
     db: Database, *, since: float, rates: Mapping[str, Decimal] | None = None
 ) -> list[tuple[str, float, str, str, int]]:
     """The last weeks' scored payments, oldest first, to rebuild the model's
-    card and merchant habits after a restart (USD-convertible ones only)."""
+    card and merchant habits after a restart (USD-convertible ones only; the
+    newest 500,000 at most). Cards and merchants are keyed per mode
+    (:func:`~paywarden.fraud.engine.model_key`), as the live path keys them."""
     from sqlalchemy import select
 
-    from paywarden.fraud.engine import USD_PER_UNIT, amount_in_usd_cents
+    from paywarden.fraud.engine import USD_PER_UNIT, amount_in_usd_cents, model_key
     from paywarden.payments.models import Charge, PaymentMethod
 
     out: list[tuple[str, float, str, str, int]] = []
@@ -193,16 +195,18 @@ def recent_payments(
                 Charge.account_id,
                 Charge.amount,
                 Charge.currency,
+                Charge.livemode,
             )
             .join(PaymentMethod, PaymentMethod.id == Charge.payment_method_id)
             .where(Charge.created >= int(since))
-            .order_by(Charge.created, Charge.pk)
+            .order_by(Charge.created.desc(), Charge.pk.desc())
             .limit(500_000)
         ).all()
-    for pi_id, created, fingerprint, account, amount, currency in rows:
+    for pi_id, created, fingerprint, account, amount, currency, live in reversed(rows):
         cents = amount_in_usd_cents(amount, currency, USD_PER_UNIT if rates is None else rates)
         if cents is not None:
-            out.append((pi_id, float(created), fingerprint, account, cents))
+            card, merchant = model_key(fingerprint, live), model_key(account, live)
+            out.append((pi_id, float(created), card, merchant, cents))
     return out
 
 

@@ -17,6 +17,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('payment_intents', schema=None) as batch_op:
         batch_op.add_column(sa.Column('review_id', sa.String(length=40), nullable=True))
+    # Intents held for review before this revision name their charge's review.
+    op.execute(
+        "UPDATE payment_intents SET review_id = (SELECT charges.review_id FROM charges "
+        "WHERE charges.id = payment_intents.latest_charge_id) "
+        "WHERE latest_charge_id IS NOT NULL"
+    )
     with op.batch_alter_table('charges', schema=None) as batch_op:
         batch_op.add_column(sa.Column('fraud_user_report', sa.String(length=16), nullable=True))
     with op.batch_alter_table('fraud_labels', schema=None) as batch_op:
