@@ -65,7 +65,8 @@ def test_revision_0005_names_the_review_of_intents_held_before_it(tmp_path: Path
             _insert_row(conn, charges, id="ch_2", review_id=None)
         gateway_migrations.upgrade(url)
         with engine.connect() as conn:
-            rows = dict(conn.execute(text("SELECT id, review_id FROM payment_intents")).all())
+            result = conn.execute(text("SELECT id, review_id FROM payment_intents"))
+            rows = {str(pi_id): review for pi_id, review in result}
     finally:
         engine.dispose()
     assert rows == {"pi_held": "prv_1", "pi_plain": None}
